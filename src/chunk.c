@@ -1,0 +1,243 @@
+/*
+** The simple-chunk recognizer: a small JSON scanner that skips what it does
+** not need and accepts a chunk only when every field it does not extract is
+** one that carries no news (ids, model name, nulls). It must never accept a
+** chunk whose full decoding would say something more than its text.
+*/
+#include <string.h>
+
+#include "chunk.h"
+
+#define MAX_DEPTH 32
+
+typedef struct scan {
+  const char *p, *end;
+} scan;
+
+static void ws(scan *s) {
+  while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+    s->p++;
+}
+
+static int eat(scan *s, char c) {
+  ws(s);
+  if (s->p < s->end && *s->p == c) {
+    s->p++;
+    return 1;
+  }
+  return 0;
+}
+
+/* A string at s->p (the opening quote): sets its body and length. */
+static int string(scan *s, const char **b, size_t *n, int *escaped) {
+  const char *q;
+  int esc = 0;
+  ws(s);
+  if (s->p >= s->end || *s->p != '"') return 0;
+  q = ++s->p;
+  for (;;) {
+    const char *hit = q;
+    while (hit < s->end && *hit != '"' && *hit != '\\' && (unsigned char)*hit >= 0x20) hit++;
+    if (hit >= s->end || (unsigned char)*hit < 0x20) return 0;
+    if (*hit == '"') {
+      *b = s->p;
+      *n = (size_t)(hit - s->p);
+      if (escaped) *escaped = esc;
+      s->p = hit + 1;
+      return 1;
+    }
+    esc = 1;  /* a backslash: skip it and the escaped character */
+    q = hit + 2;
+    if (q > s->end) return 0;
+  }
+}
+
+static int is_null(scan *s) {
+  ws(s);
+  if (s->end - s->p >= 4 && memcmp(s->p, "null", 4) == 0) {
+    s->p += 4;
+    return 1;
+  }
+  return 0;
+}
+
+static int skip_value(scan *s, int depth);
+
+static int skip_container(scan *s, char close, int object, int depth) {
+  if (depth > MAX_DEPTH) return 0;
+  if (eat(s, close)) return 1;
+  for (;;) {
+    if (object) {
+      const char *b;
+      size_t n;
+      if (!string(s, &b, &n, NULL) || !eat(s, ':')) return 0;
+    }
+    if (!skip_value(s, depth + 1)) return 0;
+    if (eat(s, close)) return 1;
+    if (!eat(s, ',')) return 0;
+  }
+}
+
+static int skip_value(scan *s, int depth) {
+  const char *b;
+  size_t n;
+  ws(s);
+  if (s->p >= s->end) return 0;
+  switch (*s->p) {
+  case '"': return string(s, &b, &n, NULL);
+  case '{': s->p++; return skip_container(s, '}', 1, depth);
+  case '[': s->p++; return skip_container(s, ']', 0, depth);
+  default: {
+    const char *q = s->p;
+    while (q < s->end && ((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' ||
+                          *q == '.' || *q == 'e' || *q == 'E' ||
+                          (*q >= 'a' && *q <= 'z')))
+      q++;
+    if (q == s->p) return 0;
+    s->p = q;
+    return 1;
+  }
+  }
+}
+
+#define KEY(k) (n == sizeof(k) - 1 && memcmp(b, k, n) == 0)
+
+/* delta: {"content": "...", <other keys null>} (a role key means a first chunk). */
+static int delta(scan *s, sl_chunk_text *text, int *found) {
+  if (!eat(s, '{')) return 0;
+  if (eat(s, '}')) return 1;
+  for (;;) {
+    const char *b;
+    size_t n;
+    if (!string(s, &b, &n, NULL) || !eat(s, ':')) return 0;
+    if (KEY("content")) {
+      if (!is_null(s)) {
+        if (!string(s, &text->p, &text->len, &text->escaped)) return 0;
+        *found = 1;
+      }
+    } else if (!is_null(s)) {
+      return 0;  /* role, tool_calls, reasoning: full decoding */
+    }
+    if (eat(s, '}')) return 1;
+    if (!eat(s, ',')) return 0;
+  }
+}
+
+static int choice(scan *s, sl_chunk_text *text, int *found) {
+  if (!eat(s, '{')) return 0;
+  if (eat(s, '}')) return 1;
+  for (;;) {
+    const char *b;
+    size_t n;
+    if (!string(s, &b, &n, NULL) || !eat(s, ':')) return 0;
+    if (KEY("index")) {
+      ws(s);
+      if (s->end - s->p < 1 || *s->p != '0') return 0;
+      s->p++;
+    } else if (KEY("delta")) {
+      if (!delta(s, text, found)) return 0;
+    } else if (KEY("text")) {
+      if (!string(s, &text->p, &text->len, &text->escaped)) return 0;
+      *found = 1;
+    } else if (!is_null(s)) {
+      return 0;  /* finish_reason, logprobs, ... with a value */
+    }
+    if (eat(s, '}')) return 1;
+    if (!eat(s, ',')) return 0;
+  }
+}
+
+int sl_chunk_simple(const char *json, size_t len, sl_chunk_text *text) {
+  scan s = {json, json + len};
+  int found = 0, choices = 0;
+  if (!eat(&s, '{')) return 0;
+  for (;;) {
+    const char *b;
+    size_t n;
+    if (!string(&s, &b, &n, NULL) || !eat(&s, ':')) return 0;
+    if (KEY("choices")) {
+      if (!eat(&s, '[') || !choice(&s, text, &found) || !eat(&s, ']')) return 0;
+      choices = 1;
+    } else if (KEY("id") || KEY("object") || KEY("created") || KEY("model") ||
+               KEY("system_fingerprint") || KEY("service_tier")) {
+      if (!skip_value(&s, 0)) return 0;
+    } else if (!is_null(&s)) {
+      return 0;  /* usage, error, or anything unknown with a value */
+    }
+    if (eat(&s, '}')) break;
+    if (!eat(&s, ',')) return 0;
+  }
+  ws(&s);
+  return s.p == s.end && choices && found;
+}
+
+static int hex4(const char *p, unsigned *v) {
+  int i;
+  *v = 0;
+  for (i = 0; i < 4; i++) {
+    char c = p[i];
+    *v <<= 4;
+    if (c >= '0' && c <= '9') *v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f') *v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') *v |= (unsigned)(c - 'A' + 10);
+    else return 0;
+  }
+  return 1;
+}
+
+size_t sl_json_unescape(const char *s, size_t len, char *out) {
+  const char *end = s + len;
+  char *w = out;
+  while (s < end) {
+    const char *bs = memchr(s, '\\', (size_t)(end - s));
+    size_t run = bs ? (size_t)(bs - s) : (size_t)(end - s);
+    memcpy(w, s, run);
+    w += run;
+    s += run;
+    if (!bs) break;
+    if (end - s < 2) return (size_t)-1;
+    switch (s[1]) {
+    case '"': *w++ = '"'; break;
+    case '\\': *w++ = '\\'; break;
+    case '/': *w++ = '/'; break;
+    case 'b': *w++ = '\b'; break;
+    case 'f': *w++ = '\f'; break;
+    case 'n': *w++ = '\n'; break;
+    case 'r': *w++ = '\r'; break;
+    case 't': *w++ = '\t'; break;
+    case 'u': {
+      unsigned cp, lo;
+      if (end - s < 6 || !hex4(s + 2, &cp)) return (size_t)-1;
+      s += 4;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {  /* a surrogate pair */
+        if (end - s < 8 || s[2] != '\\' || s[3] != 'u' || !hex4(s + 4, &lo) ||
+            lo < 0xDC00 || lo > 0xDFFF)
+          return (size_t)-1;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        s += 6;
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return (size_t)-1;
+      }
+      /* UTF-8 is never longer than the escape it replaces (6 or 12 bytes). */
+      if (cp < 0x80) *w++ = (char)cp;
+      else if (cp < 0x800) {
+        *w++ = (char)(0xC0 | (cp >> 6));
+        *w++ = (char)(0x80 | (cp & 0x3F));
+      } else if (cp < 0x10000) {
+        *w++ = (char)(0xE0 | (cp >> 12));
+        *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *w++ = (char)(0x80 | (cp & 0x3F));
+      } else {
+        *w++ = (char)(0xF0 | (cp >> 18));
+        *w++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *w++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *w++ = (char)(0x80 | (cp & 0x3F));
+      }
+      break;
+    }
+    default: return (size_t)-1;
+    }
+    s += 2;
+  }
+  return (size_t)(w - out);
+}

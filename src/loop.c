@@ -1,0 +1,156 @@
+/*
+** The curl-multi bridge (shape of curl's docs/examples/multi-uv.c): curl tells
+** us which sockets to watch (cb_socket) and when to time out (cb_timeout);
+** libuv tells curl when a socket is ready (on_uv_socket) or the timer fired
+** (on_uv_timeout). No Lua runs here; finished transfers go to on_done.
+*/
+#include <stdlib.h>
+#include <stdio.h>
+
+#include "loop.h"
+
+typedef struct sl_socket {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  sl_loop *loop;
+} sl_socket;
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+/* Drain every message: a finished transfer is reported once, here. */
+static void check_multi_info(sl_loop *l) {
+  CURLMsg *msg;
+  int pending;
+  while ((msg = curl_multi_info_read(l->multi, &pending)) != NULL) {
+    if (msg->msg == CURLMSG_DONE) {
+      void *priv = NULL;
+      CURL *easy = msg->easy_handle;
+      CURLcode result = msg->data.result;
+      curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&priv);
+      l->on_done(priv, result);
+    }
+  }
+}
+
+static void on_uv_socket(uv_poll_t *h, int status, int events) {
+  sl_socket *sock = h->data;
+  sl_loop *l = sock->loop;
+  int flags = 0, running;
+  if (status < 0)
+    flags = CURL_CSELECT_ERR;
+  else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  curl_multi_socket_action(l->multi, sock->fd, flags, &running);
+  check_multi_info(l);
+}
+
+static void on_uv_timeout(uv_timer_t *t) {
+  sl_loop *l = t->data;
+  int running;
+  curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_multi_info(l);
+}
+
+static int cb_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
+                     void *socketp) {
+  sl_loop *l = userp;
+  sl_socket *sock = socketp;
+  int events = 0;
+  if (what == CURL_POLL_REMOVE) {
+    /* curl closes the fd right after this: stop watching it now, and never
+       let a closing poll handle linger on a number the kernel may reuse. */
+    if (sock) {
+      uv_poll_stop(&sock->poll);
+      curl_multi_assign(l->multi, fd, NULL);
+      uv_close((uv_handle_t *)&sock->poll, free_handle);
+    }
+    return 0;
+  }
+  if (!sock) {
+    sock = malloc(sizeof *sock);
+    if (!sock) return -1;
+    if (uv_poll_init_socket(l->uv, &sock->poll, fd) != 0) {
+      free(sock);
+      return -1;
+    }
+    sock->fd = fd;
+    sock->loop = l;
+    sock->poll.data = sock;
+    curl_multi_assign(l->multi, fd, sock);
+  }
+  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  if (uv_poll_start(&sock->poll, events, on_uv_socket) != 0) return -1;
+  return 0;
+}
+
+static int cb_timeout(CURLM *multi, long timeout_ms, void *userp) {
+  sl_loop *l = userp;
+  if (timeout_ms < 0) {
+    uv_timer_stop(l->timer);
+    return 0;
+  }
+  /* 0 means "now"; a 0 ms libuv timer started from the timer phase would run
+     in the same pass, so curl would be driven from inside its own callback. */
+  if (timeout_ms == 0) timeout_ms = 1;
+  return uv_timer_start(l->timer, on_uv_timeout, (uint64_t)timeout_ms, 0) ? -1 : 0;
+}
+
+int sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done) {
+  l->uv = uv;
+  l->on_done = on_done;
+  l->transfers = 0;
+  l->timer = malloc(sizeof *l->timer);
+  if (!l->timer) return -1;
+  if (uv_timer_init(uv, l->timer) != 0) {
+    free(l->timer);
+    return -1;
+  }
+  l->timer->data = l;
+  l->multi = curl_multi_init();
+  if (!l->multi) {
+    uv_close((uv_handle_t *)l->timer, free_handle);
+    return -1;
+  }
+  curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, cb_socket);
+  curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+  curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, cb_timeout);
+  curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
+  /* Idle keep-alive connections: enough for a batch's concurrency. */
+  curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 256L);
+  return 0;
+}
+
+/* Must run while the uv loop still exists: curl's cleanup closes the cached
+   connections, which reports CURL_POLL_REMOVE for their sockets. */
+void sl_loop_close(sl_loop *l) {
+  if (l->multi) {
+    curl_multi_cleanup(l->multi);
+    l->multi = NULL;
+  }
+  if (l->timer) {
+    uv_timer_stop(l->timer);
+    uv_close((uv_handle_t *)l->timer, free_handle);
+    l->timer = NULL;
+  }
+}
+
+int sl_loop_add(sl_loop *l, CURL *easy) {
+  CURLMcode rc = curl_multi_add_handle(l->multi, easy);
+  if (rc != CURLM_OK) return -1;
+  l->transfers++;
+  return 0;
+}
+
+/* Removing an unfinished transfer makes curl close its connection at once. */
+void sl_loop_remove(sl_loop *l, CURL *easy) {
+  if (curl_multi_remove_handle(l->multi, easy) == CURLM_OK) l->transfers--;
+}
+
+/* Drive curl on the next loop pass (after a transfer was unpaused from Lua):
+   started outside the timer phase, a 0 ms timer does not run re-entrantly. */
+void sl_loop_kick(sl_loop *l) {
+  uv_timer_start(l->timer, on_uv_timeout, 0, 0);
+}

@@ -1,0 +1,28 @@
+/*
+** The curl-multi bridge: one CURLM driven by curl_multi_socket_action from
+** uv_poll and uv_timer callbacks. No Lua here. Finished transfers are reported
+** through on_done, called from a libuv callback after curl has returned.
+*/
+#ifndef SL_LOOP_H
+#define SL_LOOP_H
+
+#include <curl/curl.h>
+#include <uv.h>
+
+typedef void (*sl_done_fn)(void *priv, CURLcode result);
+
+typedef struct sl_loop {
+  uv_loop_t *uv;
+  CURLM *multi;
+  uv_timer_t *timer;      /* curl's timeout; heap-allocated, freed on close */
+  sl_done_fn on_done;     /* priv is the easy handle's CURLOPT_PRIVATE */
+  int transfers;          /* easy handles currently added */
+} sl_loop;
+
+int  sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done);
+void sl_loop_close(sl_loop *l);
+int  sl_loop_add(sl_loop *l, CURL *easy);
+void sl_loop_remove(sl_loop *l, CURL *easy);
+void sl_loop_kick(sl_loop *l);
+
+#endif

@@ -1,0 +1,15 @@
+/*
+** Entry points of the Lua bindings: the C core is the module "sluice.core";
+** lua/sluice/init.lua adds what is written in Lua and is what scripts require.
+*/
+#ifndef SL_LSLUICE_H
+#define SL_LSLUICE_H
+
+#include <lua.h>
+
+void sl_open_stream(lua_State *L);   /* adds stream, fetch to the table on top */
+void sl_open_task(lua_State *L);     /* adds spawn, sleep, now, _wait_any */
+void sl_open_stdin(lua_State *L);    /* adds read_line */
+int  luaopen_sluice_core(lua_State *L);
+
+#endif

@@ -1,0 +1,500 @@
+/*
+** The Lua binding of streams: sluice.stream(opts), sluice.fetch(opts) and the
+** stream methods. Shaped like liolib's file handle: the userdata exists before
+** the transfer, close is idempotent, one function serves __gc and __close, and
+** events() returns the stream as the generic-for's closing value.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <lauxlib.h>
+
+#include "chunk.h"
+#include "errors.h"
+#include "lsluice.h"
+#include "stream.h"
+
+#define STREAM_MT "sluice.stream"
+#define DEFAULT_MAX_EVENT (8u << 20)
+
+static sl_stream *check_stream(lua_State *L, int i) {
+  sl_stream **ud = luaL_checkudata(L, i, STREAM_MT);
+  if (!*ud) luaL_error(L, "attempt to use a released stream");
+  return *ud;
+}
+
+/* ---- options ---------------------------------------------------------------- */
+
+static const char *const known_opts[] = {
+    "url", "method", "headers", "body", "json", "framing", "timeouts",
+    "max_event_bytes", "insecure", "ca_file", "proxy", NULL};
+
+static double opt_number(lua_State *L, int t, const char *k) {
+  double v;
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) v = 0;
+  else if (!lua_isnumber(L, -1) || (v = lua_tonumber(L, -1)) < 0)
+    return luaL_error(L, "timeouts.%s must be a non-negative number", k), 0;
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *k) {
+  const char *v;
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) v = NULL;
+  else if (!(v = lua_tostring(L, -1))) luaL_error(L, "option '%s' must be a string", k);
+  lua_pop(L, 1);  /* the string stays alive in the opts table */
+  return v;
+}
+
+static int is_secret_header(const char *name) {
+  return strcasecmp(name, "authorization") == 0 ||
+         strcasecmp(name, "proxy-authorization") == 0 ||
+         strcasecmp(name, "x-api-key") == 0 || strcasecmp(name, "api-key") == 0 ||
+         strcasecmp(name, "cookie") == 0;
+}
+
+static void add_secret(sl_stream_opts *o, const char *v) {
+  char **n;
+  const char *sp = strchr(v, ' ');
+  if (strlen(v) < 4) return;
+  n = realloc(o->secrets, sizeof *n * (size_t)(o->nsecrets + 2));
+  if (!n) return;
+  o->secrets = n;
+  o->secrets[o->nsecrets++] = strdup(v);
+  if (sp && strlen(sp + 1) >= 4) o->secrets[o->nsecrets++] = strdup(sp + 1);  /* the token */
+}
+
+static int has_header(struct curl_slist *h, const char *name) {
+  size_t n = strlen(name);
+  for (; h; h = h->next)
+    if (strncasecmp(h->data, name, n) == 0 && h->data[n] == ':') return 1;
+  return 0;
+}
+
+/* Reads opts (at index 1) into o. Raises on misuse; pushes the JSON body, if
+   any, to keep it alive. */
+static void read_opts(lua_State *L, sl_stream_opts *o, int fetch) {
+  const char *framing;
+  int is_json;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  memset(o, 0, sizeof *o);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int i, ok = 0;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    for (i = 0; k && known_opts[i]; i++) ok |= strcmp(k, known_opts[i]) == 0;
+    if (!ok) luaL_error(L, "unknown option '%s'", k ? k : luaL_typename(L, -2));
+    lua_pop(L, 1);
+  }
+  o->url = opt_string(L, 1, "url");
+  if (!o->url) luaL_argerror(L, 1, "opts.url is required");
+  o->method = opt_string(L, 1, "method");
+  o->ca_file = opt_string(L, 1, "ca_file");
+  o->proxy = opt_string(L, 1, "proxy");
+  lua_getfield(L, 1, "insecure");
+  o->insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+
+  framing = opt_string(L, 1, "framing");
+  if (fetch) o->framing = SL_FRAMING_BODY;
+  else if (!framing || strcmp(framing, "sse") == 0) o->framing = SL_FRAMING_SSE;
+  else if (strcmp(framing, "ndjson") == 0) o->framing = SL_FRAMING_NDJSON;
+  else if (strcmp(framing, "raw") == 0) o->framing = SL_FRAMING_RAW;
+  else luaL_error(L, "framing must be \"sse\", \"ndjson\" or \"raw\"");
+
+  lua_getfield(L, 1, "max_event_bytes");
+  o->max_event_bytes = lua_isnil(L, -1) ? DEFAULT_MAX_EVENT
+                                         : (size_t)luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+
+  lua_getfield(L, 1, "timeouts");
+  if (!lua_isnil(L, -1)) {
+    int t = lua_gettop(L);
+    luaL_checktype(L, t, LUA_TTABLE);
+    o->connect = opt_number(L, t, "connect");
+    o->first_byte = opt_number(L, t, "first_byte");
+    o->idle = opt_number(L, t, "idle");
+    o->total = opt_number(L, t, "total");
+  }
+  lua_pop(L, 1);
+
+  o->body = opt_string(L, 1, "body");
+  if (o->body) {
+    lua_getfield(L, 1, "body");
+    o->body_len = lua_rawlen(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, 1, "json");
+  if ((is_json = !lua_isnil(L, -1))) {
+    if (o->body) luaL_error(L, "give opts.body or opts.json, not both");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "encode");
+    lua_remove(L, -2);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);  /* leaves the encoded body on the stack */
+    o->body = lua_tolstring(L, -1, &o->body_len);
+  } else {
+    lua_pop(L, 1);
+  }
+
+  /* Headers last: from here on we own C memory, and nothing below raises
+     except lua_next on a table we checked. */
+  lua_getfield(L, 1, "headers");
+  if (!lua_isnil(L, -1)) {
+    int t = lua_gettop(L);
+    luaL_checktype(L, t, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+      const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      const char *value = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+      if (name && value) {
+        size_t n = strlen(name) + strlen(value) + 3;
+        char *line = malloc(n);
+        if (line) {
+          snprintf(line, n, "%s: %s", name, value);
+          o->headers = curl_slist_append(o->headers, line);
+          free(line);
+        }
+        if (is_secret_header(name)) add_secret(o, value);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  if (is_json && !has_header(o->headers, "content-type"))
+    o->headers = curl_slist_append(o->headers, "Content-Type: application/json");
+  if (o->framing == SL_FRAMING_SSE && !has_header(o->headers, "accept"))
+    o->headers = curl_slist_append(o->headers, "Accept: text/event-stream");
+  /* No "Expect: 100-continue" round trip before large bodies. */
+  o->headers = curl_slist_append(o->headers, "Expect:");
+}
+
+static sl_stream *new_stream(lua_State *L, int fetch) {
+  sl_runtime *rt = sl_rt(L);
+  sl_stream_opts o;
+  sl_stream **ud;
+  const char *err = NULL;
+  lua_settop(L, 1);
+  read_opts(L, &o, fetch);  /* may leave the encoded JSON body at index 2 */
+  ud = lua_newuserdatauv(L, sizeof *ud, 0);  /* exists before the transfer */
+  *ud = NULL;
+  luaL_setmetatable(L, STREAM_MT);
+  *ud = sl_stream_start(rt, rt->current, &o, &err);
+  if (!*ud) luaL_error(L, "cannot start stream: %s", err);
+  return *ud;
+}
+
+static int l_stream(lua_State *L) {
+  new_stream(L, 0);
+  return 1;
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+static void push_event(lua_State *L, sl_stream *s, const sl_event *ev) {
+  lua_createtable(L, 0, 3);
+  lua_pushlstring(L, ev->data, ev->data_len);
+  lua_setfield(L, -2, "data");
+  if (s->framing == SL_FRAMING_SSE) {
+    if (ev->event_len) lua_pushlstring(L, ev->event, ev->event_len);
+    else lua_pushliteral(L, "message");
+    lua_setfield(L, -2, "event");
+    if (ev->id_len) {
+      lua_pushlstring(L, ev->id, ev->id_len);
+      lua_setfield(L, -2, "id");
+    }
+  }
+}
+
+/* Pushes the error value of a failed or cancelled stream. */
+static void push_stream_error(lua_State *L, sl_stream *s) {
+  if (s->state == SL_STATE_CANCELLED) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "stream cancelled: %s",
+             s->cancel_reason ? s->cancel_reason : "cancelled");
+    sl_error_push(L, "cancelled", msg, 0, NULL, 0);
+  } else {
+    sl_error_push(L, s->err_kind, s->err_message ? s->err_message : "failed",
+                  s->status, s->http_error ? s->body.p : NULL, s->body.len);
+  }
+}
+
+static void next_cleanup(sl_task *t) {
+  sl_stream *s = t->wait_data;
+  if (s->waiter == t) s->waiter = NULL;
+  sl_task_timer_stop(t);
+}
+
+enum { MODE_NEXT, MODE_ITER, MODE_TEXT };
+
+/* MODE_TEXT: a simple text chunk becomes just its text (no tables built). */
+static int push_text(lua_State *L, const sl_event *ev) {
+  sl_chunk_text text;
+  if (ev->event_len || !sl_chunk_simple(ev->data, ev->data_len, &text)) return 0;
+  if (!text.escaped) {
+    lua_pushlstring(L, text.p, text.len);
+  } else {
+    luaL_Buffer b;
+    char *out = luaL_buffinitsize(L, &b, text.len);
+    size_t n = sl_json_unescape(text.p, text.len, out);
+    if (n == (size_t)-1) return 0;  /* let the full decoder report it */
+    luaL_pushresultsize(&b, n);
+  }
+  return 1;
+}
+
+/* Stack: 1 = stream, 2 = timeout or control value, 3 = deadline (next only). */
+static int next_k(lua_State *L, int status, lua_KContext mode) {
+  sl_stream *s = check_stream(L, 1);
+  sl_task *t = sl_rt(L)->current;
+  sl_event ev;
+  if (status == LUA_YIELD) sl_task_check_cancel(L, t);
+  if (sl_stream_peek(s, &ev)) {
+    if (mode != MODE_TEXT || !push_text(L, &ev)) push_event(L, s, &ev);
+    sl_stream_pop(s);
+    return 1;
+  }
+  if (s->state == SL_STATE_DONE) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return mode == MODE_ITER ? 1 : 2;
+  }
+  if (sl_stream_finished(s)) {
+    if (mode == MODE_ITER) {
+      if (s->state == SL_STATE_CANCELLED) {  /* the script's own stop */
+        lua_pushnil(L);
+        return 1;
+      }
+      push_stream_error(L, s);
+      return lua_error(L);
+    }
+    lua_pushnil(L);
+    push_stream_error(L, s);
+    return 2;
+  }
+  if (mode != MODE_ITER && !lua_isnil(L, 3)) {
+    double left = lua_tonumber(L, 3) - sl_now();
+    if (left <= 0 || (status == LUA_YIELD && t->timer_fired)) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    t = sl_task_current(L, "stream:next");
+    sl_task_check_cancel(L, t);
+    if (sl_task_timer(t, left) != 0) luaL_error(L, "cannot start a timer");
+  } else {
+    t = sl_task_current(L, mode == MODE_ITER ? "the events() iterator" : "stream:next");
+    sl_task_check_cancel(L, t);
+  }
+  if (s->waiter && s->waiter != t)
+    luaL_error(L, "stream is already being read by another task");
+  s->waiter = t;
+  return sl_task_wait(L, t, next_cleanup, s, mode, next_k);
+}
+
+static int l_next(lua_State *L) {
+  check_stream(L, 1);
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) lua_pushnil(L);
+  else lua_pushnumber(L, sl_now() + luaL_checknumber(L, 2));
+  return next_k(L, LUA_OK, MODE_NEXT);
+}
+
+/* s:next_text([timeout]): like next(), but a simple OpenAI-compatible text
+   chunk is returned as its text (a string) instead of an event table. The
+   fast path of sluice.openai; any other event comes back whole. */
+static int l_next_text(lua_State *L) {
+  check_stream(L, 1);
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) lua_pushnil(L);
+  else lua_pushnumber(L, sl_now() + luaL_checknumber(L, 2));
+  return next_k(L, LUA_OK, MODE_TEXT);
+}
+
+static int l_iter(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  return next_k(L, LUA_OK, MODE_ITER);
+}
+
+static int l_events(lua_State *L) {
+  check_stream(L, 1);
+  lua_pushcfunction(L, l_iter);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  lua_pushvalue(L, 1);  /* to-be-closed: leaving the loop early closes it */
+  return 4;
+}
+
+/* ---- control and inspection -------------------------------------------------- */
+
+static int l_cancel(lua_State *L) {
+  sl_stream *s = check_stream(L, 1);
+  sl_stream_cancel(s, luaL_optstring(L, 2, "cancelled"));
+  return 0;
+}
+
+static int l_close(lua_State *L) {
+  sl_stream **ud = luaL_checkudata(L, 1, STREAM_MT);
+  if (*ud && !sl_stream_finished(*ud)) sl_stream_cancel(*ud, "closed");
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  sl_stream **ud = luaL_checkudata(L, 1, STREAM_MT);
+  if (*ud) {
+    sl_stream_release(*ud);
+    *ud = NULL;
+  }
+  return 0;
+}
+
+static int l_state(lua_State *L) {
+  lua_pushstring(L, sl_state_name(check_stream(L, 1)->state));
+  return 1;
+}
+
+static int l_status(lua_State *L) {
+  sl_stream *s = check_stream(L, 1);
+  if (s->headers_done) lua_pushinteger(L, s->status);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static void push_headers(lua_State *L, sl_stream *s) {
+  const char *p = s->resp_headers.p, *end = p + s->resp_headers.len;
+  lua_newtable(L);
+  while (p && p < end) {
+    const char *name = p, *value = p + strlen(p) + 1;
+    p = value + strlen(value) + 1;
+    if (lua_getfield(L, -1, name) == LUA_TSTRING) {  /* repeated: join */
+      lua_pushliteral(L, ", ");
+      lua_pushstring(L, value);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushstring(L, value);
+    }
+    lua_setfield(L, -2, name);
+  }
+}
+
+static int l_headers(lua_State *L) {
+  push_headers(L, check_stream(L, 1));
+  return 1;
+}
+
+static void set_time(lua_State *L, const char *k, double v) {
+  if (v) {
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+  }
+}
+
+static int l_metrics(lua_State *L) {
+  sl_stream *s = check_stream(L, 1);
+  lua_createtable(L, 0, 12);
+  set_time(L, "started", s->t_started);
+  set_time(L, "connected", s->t_connected);
+  set_time(L, "first_byte", s->t_first_byte);
+  set_time(L, "first_event", s->t_first_event);
+  set_time(L, "last_event", s->t_last_event);
+  set_time(L, "ended", s->t_ended);
+  lua_pushinteger(L, (lua_Integer)s->events);
+  lua_setfield(L, -2, "events");
+  lua_pushinteger(L, (lua_Integer)s->bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushstring(L, sl_state_name(s->state));
+  lua_setfield(L, -2, "state");
+  if (s->local_port) {
+    lua_pushinteger(L, s->local_port);
+    lua_setfield(L, -2, "local_port");
+  }
+  if (s->headers_done) {
+    lua_pushinteger(L, s->status);
+    lua_setfield(L, -2, "status");
+  }
+  if (s->cancel_reason) {
+    lua_pushstring(L, s->cancel_reason);
+    lua_setfield(L, -2, "cancel_reason");
+  }
+  if (s->state == SL_STATE_FAILED) {
+    push_stream_error(L, s);
+    lua_setfield(L, -2, "error");
+  }
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  sl_stream **ud = luaL_checkudata(L, 1, STREAM_MT);
+  if (*ud) lua_pushfstring(L, "sluice.stream (%s): %p", sl_state_name((*ud)->state), *ud);
+  else lua_pushliteral(L, "sluice.stream (released)");
+  return 1;
+}
+
+/* ---- fetch: a plain request on the same loop --------------------------------- */
+
+static void fetch_cleanup(sl_task *t) {
+  sl_stream *s = t->wait_data;
+  if (s->waiter == t) s->waiter = NULL;
+}
+
+/* Stack: 1 = opts, ..., top = the stream userdata. */
+static int fetch_k(lua_State *L, int status, lua_KContext ctx) {
+  sl_stream *s = check_stream(L, -1);
+  sl_task *t = sl_rt(L)->current;
+  (void)ctx;
+  if (status == LUA_YIELD) sl_task_check_cancel(L, t);
+  if (s->state == SL_STATE_DONE) {
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, s->status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, s);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, s->body.p ? s->body.p : "", s->body.len);
+    lua_setfield(L, -2, "body");
+    return 1;
+  }
+  if (sl_stream_finished(s)) {
+    lua_pushnil(L);
+    push_stream_error(L, s);
+    return 2;
+  }
+  t = sl_task_current(L, "sluice.fetch");
+  sl_task_check_cancel(L, t);
+  s->waiter = t;
+  return sl_task_wait(L, t, fetch_cleanup, s, 0, fetch_k);
+}
+
+static int l_fetch(lua_State *L) {
+  new_stream(L, 1);
+  return fetch_k(L, LUA_OK, 0);
+}
+
+static const luaL_Reg stream_methods[] = {
+    {"next", l_next},       {"next_text", l_next_text}, {"events", l_events},   {"cancel", l_cancel},
+    {"close", l_close},     {"state", l_state},     {"status", l_status},
+    {"headers", l_headers}, {"metrics", l_metrics}, {NULL, NULL}};
+
+static const luaL_Reg stream_meta[] = {
+    {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+
+void sl_open_stream(lua_State *L) {
+  luaL_newmetatable(L, STREAM_MT);
+  luaL_setfuncs(L, stream_meta, 0);
+  lua_pushcfunction(L, l_close);  /* __close only cancels; __gc frees */
+  lua_setfield(L, -2, "__close");
+  luaL_newlib(L, stream_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  /* module functions: the module table is on the top */
+  lua_pushcfunction(L, l_stream);
+  lua_setfield(L, -2, "stream");
+  lua_pushcfunction(L, l_fetch);
+  lua_setfield(L, -2, "fetch");
+}

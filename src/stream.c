@@ -1,0 +1,508 @@
+/*
+** A streaming HTTP transfer. Curl callbacks (cb_write, cb_header, cb_prereq)
+** only parse and queue; they never run Lua and never remove handles. Every way
+** a transfer stops ends in sl_stream_end(), which removes the easy handle from
+** the multi handle (closing an unfinished connection) before it returns.
+*/
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stream.h"
+
+#define QUEUE_HIGH (1u << 20)     /* pause the transfer above this many bytes */
+#define QUEUE_LOW (256u << 10)    /* resume it below this */
+#define ERROR_BODY_MAX (64u << 10)
+#define RECORD_HEADER 12
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+static int buf_reserve(sl_buf *b, size_t extra) {
+  size_t need = b->len + extra, cap;
+  char *p;
+  if (need <= b->cap) return 0;
+  cap = b->cap ? b->cap : 4096;
+  while (cap < need) cap *= 2;
+  p = realloc(b->p, cap);
+  if (!p) return -1;
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+static int buf_append(sl_buf *b, const void *data, size_t len) {
+  if (buf_reserve(b, len) != 0) return -1;
+  if (len) memcpy(b->p + b->len, data, len);
+  b->len += len;
+  return 0;
+}
+
+static void buf_free(sl_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+const char *sl_state_name(sl_state st) {
+  static const char *const names[] = {"connecting", "streaming", "done",
+                                      "cancelled", "failed"};
+  return names[st];
+}
+
+int sl_stream_finished(const sl_stream *s) { return s->state >= SL_STATE_DONE; }
+
+/* ---- the event queue ---------------------------------------------------- */
+
+static int queue_push(sl_stream *s, const char *data, size_t dlen,
+                      const char *event, size_t elen, const char *id,
+                      size_t ilen) {
+  uint32_t hdr[3] = {(uint32_t)dlen, (uint32_t)elen, (uint32_t)ilen};
+  size_t need = RECORD_HEADER + dlen + elen + ilen;
+  char *w;
+  if (s->qhead > 0 && s->q.len + need > s->q.cap) {  /* compact first */
+    memmove(s->q.p, s->q.p + s->qhead, s->q.len - s->qhead);
+    s->q.len -= s->qhead;
+    s->qhead = 0;
+  }
+  if (buf_reserve(&s->q, need) != 0) return -1;
+  w = s->q.p + s->q.len;
+  memcpy(w, hdr, RECORD_HEADER);
+  w += RECORD_HEADER;
+  if (elen) memcpy(w, event, elen);
+  w += elen;
+  if (ilen) memcpy(w, id, ilen);
+  w += ilen;
+  if (dlen) memcpy(w, data, dlen);
+  s->q.len += need;
+  s->queued++;
+  return 0;
+}
+
+int sl_stream_peek(sl_stream *s, sl_event *ev) {
+  const char *r;
+  uint32_t hdr[3];
+  if (s->queued == 0) return 0;
+  r = s->q.p + s->qhead;
+  memcpy(hdr, r, RECORD_HEADER);
+  ev->data_len = hdr[0];
+  ev->event_len = hdr[1];
+  ev->id_len = hdr[2];
+  ev->event = r + RECORD_HEADER;
+  ev->id = ev->event + ev->event_len;
+  ev->data = ev->id + ev->id_len;
+  return 1;
+}
+
+void sl_stream_pop(sl_stream *s) {
+  uint32_t hdr[3];
+  memcpy(hdr, s->q.p + s->qhead, RECORD_HEADER);
+  s->qhead += RECORD_HEADER + hdr[0] + hdr[1] + hdr[2];
+  if (--s->queued == 0) s->qhead = s->q.len = 0;
+  if (s->paused && s->easy && s->q.len - s->qhead < QUEUE_LOW) {
+    s->paused = 0;
+    curl_easy_pause(s->easy, CURLPAUSE_CONT);  /* may call cb_write at once */
+    sl_loop_kick(&s->rt->net);
+  }
+}
+
+static void queue_clear(sl_stream *s) {
+  s->qhead = s->q.len = 0;
+  s->queued = 0;
+}
+
+/* ---- curl callbacks: queue only ---------------------------------------- */
+
+static void on_sse_event(void *ud, const sl_sse_event *ev) {
+  sl_stream *s = ud;
+  if (queue_push(s, ev->data, ev->data_len, ev->event, ev->event_len, ev->id,
+                 ev->id_len) != 0 && !s->abort_kind)
+    s->abort_kind = "limit";
+}
+
+static void on_line(void *ud, const char *line, size_t len) {
+  sl_stream *s = ud;
+  if (queue_push(s, line, len, NULL, 0, NULL, 0) != 0 && !s->abort_kind)
+    s->abort_kind = "limit";
+}
+
+static void set_abort(sl_stream *s, const char *kind, const char *msg) {
+  s->abort_kind = kind;
+  free(s->abort_message);
+  s->abort_message = strdup(msg);
+}
+
+static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
+  sl_stream *s = ud;
+  size_t n = size * nmemb, before = s->queued;
+  double now;
+  int rc = 0;
+
+  if (s->http_error || s->framing == SL_FRAMING_BODY) {
+    size_t room = s->http_error ? ERROR_BODY_MAX - s->body.len : SIZE_MAX;
+    if (!s->t_first_byte) s->t_first_byte = sl_now();
+    s->bytes += n;
+    if (buf_append(&s->body, ptr, n < room ? n : room) != 0) {
+      set_abort(s, "limit", "out of memory for the response body");
+      return 0;
+    }
+    return n;
+  }
+  if (s->q.len - s->qhead >= QUEUE_HIGH) {
+    s->paused = 1;  /* curl keeps this chunk and hands it over again */
+    return CURL_WRITEFUNC_PAUSE;
+  }
+  now = sl_now();
+  if (!s->t_first_byte) s->t_first_byte = now;
+  s->bytes += n;
+  switch (s->framing) {
+  case SL_FRAMING_SSE:
+    rc = sl_sse_feed(&s->sse, ptr, n, on_sse_event, s) != SL_SSE_OK;
+    break;
+  case SL_FRAMING_NDJSON:
+    rc = sl_lines_feed(&s->lines, ptr, n, on_line, s) != SL_LINES_OK;
+    break;
+  default:
+    if (queue_push(s, ptr, n, NULL, 0, NULL, 0) != 0) s->abort_kind = "limit";
+    break;
+  }
+  if (rc) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "event larger than max_event_bytes (%zu)",
+             s->max_event_bytes);
+    set_abort(s, "limit", msg);
+    return 0;
+  }
+  if (s->abort_kind) {
+    if (!s->abort_message) s->abort_message = strdup("out of memory");
+    return 0;
+  }
+  if (s->queued > before) {
+    s->events += s->queued - before;
+    if (!s->t_first_event) s->t_first_event = now;
+    s->t_last_event = now;
+    if (s->waiter) sl_task_wake(s->waiter);
+  }
+  return n;
+}
+
+static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
+  sl_stream *s = ud;
+  size_t n = size * nitems, i, nl;
+  const char *colon, *v, *end;
+  if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {  /* a new response begins */
+    const char *sp = memchr(buf, ' ', n);
+    s->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+    s->resp_headers.len = 0;
+    s->headers_done = 0;
+    return n;
+  }
+  if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+    if (s->status >= 200) {  /* 1xx and proxy CONNECT replies are not final */
+      s->headers_done = 1;
+      s->t_headers = sl_now();
+      if (s->state == SL_STATE_CONNECTING) s->state = SL_STATE_STREAMING;
+      if (s->status >= 400 && s->framing != SL_FRAMING_BODY) s->http_error = 1;
+    }
+    return n;
+  }
+  colon = memchr(buf, ':', n);
+  if (!colon) return n;
+  nl = (size_t)(colon - buf);
+  if (buf_reserve(&s->resp_headers, n + 2) != 0) return n;
+  for (i = 0; i < nl; i++)
+    s->resp_headers.p[s->resp_headers.len + i] = (char)tolower((unsigned char)buf[i]);
+  s->resp_headers.len += nl;
+  s->resp_headers.p[s->resp_headers.len++] = '\0';
+  v = colon + 1;
+  end = buf + n;
+  while (v < end && (*v == ' ' || *v == '\t')) v++;
+  while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ')) end--;
+  memcpy(s->resp_headers.p + s->resp_headers.len, v, (size_t)(end - v));
+  s->resp_headers.len += (size_t)(end - v);
+  s->resp_headers.p[s->resp_headers.len++] = '\0';
+  return n;
+}
+
+static int cb_prereq(void *ud, char *primary_ip, char *local_ip,
+                     int primary_port, int local_port) {
+  sl_stream *s = ud;
+  if (!s->t_connected) s->t_connected = sl_now();
+  s->local_port = local_port;
+  return CURL_PREREQFUNC_OK;
+}
+
+/* ---- deadlines ------------------------------------------------------------ */
+
+static void arm_timer(sl_stream *s, double now);
+
+static void on_deadline(uv_timer_t *t) {
+  sl_stream *s = t->data;
+  double now = sl_now();
+  if (sl_stream_finished(s)) return;
+  if (s->to_connect > 0 && !s->t_connected && now >= s->t_started + s->to_connect)
+    sl_stream_fail(s, "timeout", "connect timeout (%gs)", s->to_connect);
+  else if (s->to_first_byte > 0 && !s->t_first_byte &&
+           now >= s->t_started + s->to_first_byte)
+    sl_stream_fail(s, "timeout", "no first byte within %gs", s->to_first_byte);
+  else if (s->to_total > 0 && now >= s->t_started + s->to_total)
+    sl_stream_fail(s, "timeout", "total timeout (%gs)", s->to_total);
+  else {
+    if (s->to_idle > 0 && s->headers_done) {
+      /* Events waiting for the script mean the server is not idle. */
+      if (s->queued > 0 || s->paused) s->t_last_event = now;
+      else if (now >= (s->t_last_event ? s->t_last_event : s->t_headers) + s->to_idle) {
+        sl_stream_fail(s, "timeout", "idle timeout: no data for %gs", s->to_idle);
+        return;
+      }
+    }
+    arm_timer(s, now);
+  }
+}
+
+static void arm_timer(sl_stream *s, double now) {
+  double due = HUGE_VAL, ms;
+  if (s->to_connect > 0 && !s->t_connected) due = fmin(due, s->t_started + s->to_connect);
+  if (s->to_first_byte > 0 && !s->t_first_byte)
+    due = fmin(due, s->t_started + s->to_first_byte);
+  if (s->to_total > 0) due = fmin(due, s->t_started + s->to_total);
+  if (s->to_idle > 0) {
+    double base = s->t_last_event ? s->t_last_event : s->t_headers;
+    /* Before the headers, idle is not running yet: look again soon. */
+    due = fmin(due, base ? base + s->to_idle : now + s->to_idle);
+  }
+  if (due == HUGE_VAL) return;
+  ms = ceil((due - now) * 1000.0);
+  uv_timer_start(s->timer, on_deadline, ms > 0 ? (uint64_t)ms : 0, 0);
+}
+
+/* ---- ending ---------------------------------------------------------------- */
+
+/*
+** The one function that ends a transfer. Runs outside curl callbacks. After it
+** returns the easy handle is gone: an unfinished connection is closed (curl
+** never reuses a connection whose response was not read to the end), the
+** timer is stopped and the waiting task, if any, is woken.
+*/
+void sl_stream_end(sl_stream *s, sl_state state) {
+  if (sl_stream_finished(s)) return;
+  s->state = state;
+  s->t_ended = sl_now();
+  if (s->easy) {
+    sl_loop_remove(&s->rt->net, s->easy);
+    curl_easy_cleanup(s->easy);
+    s->easy = NULL;
+  }
+  if (s->timer) uv_timer_stop(s->timer);
+  curl_slist_free_all(s->req_headers);
+  s->req_headers = NULL;
+  free(s->req_body);
+  s->req_body = NULL;
+  sl_list_remove(&s->live_node);
+  sl_list_remove(&s->owner_node);
+  s->owner = NULL;
+  if (s->waiter) sl_task_wake(s->waiter);
+}
+
+/* Replaces every secret in msg by "[redacted]"; returns a new string. */
+static char *redact(const sl_stream *s, const char *msg) {
+  sl_buf out = {0};
+  const char *p = msg;
+  while (*p) {
+    int i, hit = 0;
+    for (i = 0; i < s->nsecrets && !hit; i++) {
+      size_t l = strlen(s->secrets[i]);
+      if (l >= 4 && strncmp(p, s->secrets[i], l) == 0) {
+        buf_append(&out, "[redacted]", 10);
+        p += l;
+        hit = 1;
+      }
+    }
+    if (!hit) buf_append(&out, p++, 1);
+  }
+  buf_append(&out, "", 1);
+  return out.p;
+}
+
+void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  if (sl_stream_finished(s)) return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  s->err_kind = kind;
+  free(s->err_message);
+  s->err_message = redact(s, msg);
+  if (s->http_error && s->body.len) {  /* servers may echo what they were sent */
+    char *clean;
+    buf_append(&s->body, "", 1);
+    clean = redact(s, s->body.p);
+    buf_free(&s->body);
+    s->body.p = clean;
+    s->body.len = strlen(clean);
+    s->body.cap = s->body.len + 1;
+  }
+  sl_stream_end(s, SL_STATE_FAILED);
+}
+
+void sl_stream_cancel(sl_stream *s, const char *reason) {
+  if (sl_stream_finished(s)) return;
+  free(s->cancel_reason);
+  s->cancel_reason = strdup(reason ? reason : "cancelled");
+  queue_clear(s);
+  sl_stream_end(s, SL_STATE_CANCELLED);
+}
+
+void sl_stream_on_done(void *priv, CURLcode result) {
+  sl_stream *s = priv;
+  if (sl_stream_finished(s)) return;
+  if (s->abort_kind) {
+    sl_stream_fail(s, s->abort_kind, "%s", s->abort_message ? s->abort_message : "aborted");
+  } else if (result != CURLE_OK) {
+    const char *detail = s->errbuf[0] ? s->errbuf : curl_easy_strerror(result);
+    if (result == CURLE_OPERATION_TIMEDOUT)
+      sl_stream_fail(s, "timeout", "%s", detail);
+    else
+      sl_stream_fail(s, "transport", "%s", detail);
+  } else if (s->http_error) {
+    sl_stream_fail(s, "http", "http status %ld", s->status);
+  } else if (!s->headers_done) {
+    sl_stream_fail(s, "protocol", "response ended before its headers");
+  } else {
+    if (s->framing == SL_FRAMING_NDJSON) {
+      size_t before = s->queued;
+      if (sl_lines_finish(&s->lines, on_line, s) != SL_LINES_OK) {
+        sl_stream_fail(s, "limit", "line larger than max_event_bytes (%zu)",
+                       s->max_event_bytes);
+        return;
+      }
+      s->events += s->queued - before;
+    }
+    sl_stream_end(s, SL_STATE_DONE);
+  }
+}
+
+/* ---- start and release ---------------------------------------------------- */
+
+sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
+                           const sl_stream_opts *o, const char **err) {
+  sl_stream *s = calloc(1, sizeof *s);
+  CURL *e;
+  if (!s) {
+    *err = "out of memory";
+    goto fail_opts;
+  }
+  s->rt = rt;
+  s->framing = o->framing;
+  s->max_event_bytes = o->max_event_bytes;
+  s->to_connect = o->connect;
+  s->to_first_byte = o->first_byte;
+  s->to_idle = o->idle;
+  s->to_total = o->total;
+  s->secrets = o->secrets;
+  s->nsecrets = o->nsecrets;
+  s->req_headers = o->headers;
+  sl_list_init(&s->live_node);
+  sl_list_init(&s->owner_node);
+  sl_sse_init(&s->sse, o->max_event_bytes);
+  sl_lines_init(&s->lines, o->max_event_bytes);
+  s->timer = malloc(sizeof *s->timer);
+  if (!s->timer || uv_timer_init(&rt->uv, s->timer) != 0) {
+    free(s->timer);
+    s->timer = NULL;
+    *err = "cannot create a timer";
+    goto fail;
+  }
+  s->timer->data = s;
+  s->easy = e = curl_easy_init();
+  if (!e) {
+    *err = "cannot create a transfer";
+    goto fail;
+  }
+  curl_easy_setopt(e, CURLOPT_URL, o->url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, s);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, cb_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, cb_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, cb_prereq);
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->req_headers);
+  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  if (o->body) {
+    s->req_body = malloc(o->body_len ? o->body_len : 1);
+    if (!s->req_body) {
+      *err = "out of memory";
+      goto fail;
+    }
+    memcpy(s->req_body, o->body, o->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->req_body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+  }
+  if (o->method && strcmp(o->method, o->body ? "POST" : "GET") != 0) {
+    if (strcmp(o->method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    else curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
+  }
+  if (o->insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if (o->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
+  if (o->proxy) curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
+  if (o->connect > 0)
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(o->connect * 1000));
+  s->t_started = sl_now();
+  if (sl_loop_add(&rt->net, e) != 0) {
+    *err = "cannot add the transfer to the loop";
+    goto fail;
+  }
+  sl_list_push(&rt->streams, &s->live_node);
+  if (owner) {
+    s->owner = owner;
+    sl_list_push(&owner->streams, &s->owner_node);
+  }
+  arm_timer(s, s->t_started);
+  return s;
+
+fail:
+  if (s) {
+    s->state = SL_STATE_FAILED;
+    s->userdata_gone = 1;
+    sl_stream_release(s);
+  }
+  return NULL;
+fail_opts:
+  curl_slist_free_all(o->headers);
+  for (int i = 0; i < o->nsecrets; i++) free(o->secrets[i]);
+  free(o->secrets);
+  return NULL;
+}
+
+/* From __gc: the last path of the closing guarantee. */
+void sl_stream_release(sl_stream *s) {
+  int i;
+  if (!sl_stream_finished(s)) sl_stream_cancel(s, "garbage collected");
+  if (s->easy) {  /* only on a failed start */
+    curl_easy_cleanup(s->easy);
+    s->easy = NULL;
+  }
+  curl_slist_free_all(s->req_headers);
+  free(s->req_body);
+  if (s->timer) uv_close((uv_handle_t *)s->timer, free_handle);
+  sl_sse_free(&s->sse);
+  sl_lines_free(&s->lines);
+  buf_free(&s->q);
+  buf_free(&s->body);
+  buf_free(&s->resp_headers);
+  free(s->cancel_reason);
+  free(s->err_message);
+  free(s->abort_message);
+  for (i = 0; i < s->nsecrets; i++) free(s->secrets[i]);
+  free(s->secrets);
+  free(s);
+}

@@ -1,0 +1,381 @@
+/*
+** The scheduler. Tasks are Lua coroutines; a waiting primitive registers the
+** current task (sl_task_wait) and yields; callbacks call sl_task_wake, which
+** undoes the registration and queues the task; on_check resumes queued tasks
+** once per loop pass, after curl and libuv callbacks have returned.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+
+#include <lauxlib.h>
+
+#include "errors.h"
+#include "task.h"
+#include "stream.h"
+
+#define TASK_MT "sluice.task"
+
+double sl_now(void) { return (double)uv_hrtime() / 1e9; }
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+static void shutdown_runtime(sl_runtime *rt);
+
+/* ---- waking and waiting -------------------------------------------------- */
+
+static void on_idle(uv_idle_t *h) { (void)h; }
+
+void sl_task_wake(sl_task *t) {
+  sl_runtime *rt = t->rt;
+  if (t->done || t->queued) return;
+  if (t->wait_cleanup) {
+    sl_wait_cleanup cleanup = t->wait_cleanup;
+    t->wait_cleanup = NULL;
+    cleanup(t);
+  }
+  t->wait_data = NULL;
+  t->queued = 1;
+  sl_list_push(&rt->ready, &t->ready_node);
+  /* An active idle handle keeps the next loop pass from blocking in poll. */
+  uv_idle_start(&rt->idle, on_idle);
+}
+
+int sl_task_wait(lua_State *L, sl_task *t, sl_wait_cleanup cleanup, void *data,
+                 lua_KContext ctx, lua_KFunction k) {
+  t->wait_cleanup = cleanup;
+  t->wait_data = data;
+  return lua_yieldk(L, 0, ctx, k);
+}
+
+static void on_task_timer(uv_timer_t *h) {
+  sl_task *t = h->data;
+  t->timer_fired = 1;
+  sl_task_wake(t);
+}
+
+int sl_task_timer(sl_task *t, double seconds) {
+  double ms = seconds * 1000.0;
+  if (!t->timer) {
+    t->timer = malloc(sizeof *t->timer);
+    if (!t->timer || uv_timer_init(&t->rt->uv, t->timer) != 0) {
+      free(t->timer);
+      t->timer = NULL;
+      return -1;
+    }
+    t->timer->data = t;
+  }
+  t->timer_fired = 0;
+  if (ms < 0) ms = 0;
+  return uv_timer_start(t->timer, on_task_timer, (uint64_t)(ms + 0.999), 0);
+}
+
+void sl_task_timer_stop(sl_task *t) {
+  if (t->timer) uv_timer_stop(t->timer);
+}
+
+sl_task *sl_task_current(lua_State *L, const char *what) {
+  sl_runtime *rt = sl_rt(L);
+  sl_task *t = rt->current;
+  if (!t || t->co != L)
+    luaL_error(L, "%s must be called from a sluice task, not from inside a "
+                  "plain coroutine", what);
+  return t;
+}
+
+static void push_cancel_error(lua_State *L, sl_task *t) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "task cancelled: %s",
+           t->cancel_reason ? t->cancel_reason : "cancelled");
+  sl_error_push(L, "cancelled", msg, 0, NULL, 0);
+}
+
+void sl_task_check_cancel(lua_State *L, sl_task *t) {
+  if (t->cancelled) {
+    push_cancel_error(L, t);
+    lua_error(L);
+  }
+}
+
+/* ---- task lifecycle -------------------------------------------------------- */
+
+sl_task *sl_task_spawn(lua_State *L, int nargs) {
+  sl_runtime *rt = sl_rt(L);
+  sl_task **ud;
+  sl_task *t = calloc(1, sizeof *t);
+  if (!t) luaL_error(L, "out of memory");
+  ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  *ud = t;
+  luaL_setmetatable(L, TASK_MT);
+  t->rt = rt;
+  t->has_userdata = 1;
+  t->result_ref = LUA_NOREF;
+  sl_list_init(&t->ready_node);
+  sl_list_init(&t->streams);
+  sl_list_init(&t->joiners);
+  sl_list_push(&rt->tasks, &t->all_node);
+  t->co = lua_newthread(L);
+  t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* stack: fn args... ud  ->  ud fn args..., then move fn and args to co */
+  lua_rotate(L, -(nargs + 2), 1);
+  lua_xmove(L, t->co, nargs + 1);
+  t->nargs = nargs;
+  sl_task_wake(t);
+  return t;
+}
+
+/* Ends t's streams (error or cancel) or lets them live on (normal return). */
+static void release_streams(sl_task *t, int cancel, const char *reason) {
+  while (!sl_list_empty(&t->streams)) {
+    sl_stream *s = sl_container_of(t->streams.next, sl_stream, owner_node);
+    if (cancel) sl_stream_cancel(s, reason);  /* unlinks s */
+    else {
+      sl_list_remove(&s->owner_node);
+      s->owner = NULL;
+    }
+  }
+}
+
+static void finish_task(sl_task *t) {
+  sl_runtime *rt = t->rt;
+  lua_State *L = rt->L;
+  t->done = 1;
+  sl_list_remove(&t->all_node);
+  while (!sl_list_empty(&t->joiners)) {
+    sl_joinwait *j = sl_container_of(t->joiners.next, sl_joinwait, node);
+    sl_list_remove(&j->node);
+    sl_task_wake(j->waiter);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+  t->co_ref = LUA_NOREF;
+  t->co = NULL;
+  if (t == rt->main && t->failed) {
+    fprintf(stderr, "sluice: %s\n", t->traceback ? t->traceback : "error");
+    fflush(stderr);
+    rt->exit_code = 1;
+    shutdown_runtime(rt);
+  } else if (rt->main->done && sl_list_empty(&rt->tasks)) {
+    shutdown_runtime(rt);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, t->self_ref);  /* may be collected now */
+  t->self_ref = LUA_NOREF;
+}
+
+static void close_thread(lua_State *co, lua_State *from) {
+#if LUA_VERSION_RELEASE_NUM >= 50406
+  lua_closethread(co, from);
+#else
+  (void)from;
+  lua_resetthread(co);
+#endif
+}
+
+static void task_failed(sl_task *t, int cancelled) {
+  sl_runtime *rt = t->rt;
+  lua_State *L = rt->L, *co = t->co;
+  const char *msg;
+  t->failed = 1;
+  if (cancelled) {  /* report the task's cancellation, whatever it raised */
+    push_cancel_error(L, t);
+  } else {
+    msg = luaL_tolstring(co, -1, NULL);
+    luaL_traceback(L, co, msg, 0);
+    t->traceback = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_pop(co, 1);          /* the tostring */
+    lua_pushvalue(co, -1);   /* the error value */
+    lua_xmove(co, L, 1);
+  }
+  t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  release_streams(t, 1, cancelled ? (t->cancel_reason ? t->cancel_reason : "cancelled")
+                                  : "task failed");
+  close_thread(co, L);       /* runs the task's pending <close> variables */
+  finish_task(t);
+}
+
+static int is_cancel_error(lua_State *co) {
+  int r = 0;
+  if (lua_istable(co, -1)) {
+    lua_getfield(co, -1, "kind");
+    r = lua_isstring(co, -1) && strcmp(lua_tostring(co, -1), "cancelled") == 0;
+    lua_pop(co, 1);
+  }
+  return r;
+}
+
+static void resume_task(sl_task *t) {
+  sl_runtime *rt = t->rt;
+  lua_State *co = t->co, *L = rt->L;
+  int nres = 0, st, nargs = 0;
+  if (!t->started) {
+    t->started = 1;
+    nargs = t->nargs;
+    if (t->cancelled) {  /* cancelled before it ever ran */
+      lua_settop(co, 0);
+      t->failed = 1;
+      push_cancel_error(L, t);
+      t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      finish_task(t);
+      return;
+    }
+  }
+  rt->current = t;
+  st = lua_resume(co, L, nargs, &nres);
+  rt->current = NULL;
+  if (st == LUA_YIELD) {
+    lua_pop(co, nres);
+    /* A bare coroutine.yield() at task level: let the others run first. */
+    if (!t->wait_cleanup && !t->queued) sl_task_wake(t);
+  } else if (st == LUA_OK) {
+    int i;
+    lua_createtable(L, nres + 1, 1);
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_xmove(co, L, nres);
+    for (i = nres; i >= 1; i--) lua_rawseti(L, -1 - i, i + 1);
+    lua_pushinteger(L, nres + 1);
+    lua_setfield(L, -2, "n");
+    t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    release_streams(t, 0, NULL);
+    finish_task(t);
+  } else {
+    task_failed(t, t->cancelled && is_cancel_error(co));
+  }
+}
+
+static void on_check(uv_check_t *h) {
+  sl_runtime *rt = h->data;
+  while (!sl_list_empty(&rt->ready) && !rt->stopping) {
+    sl_task *t = sl_container_of(rt->ready.next, sl_task, ready_node);
+    sl_list_remove(&t->ready_node);
+    t->queued = 0;
+    resume_task(t);
+  }
+  if (sl_list_empty(&rt->ready)) uv_idle_stop(&rt->idle);
+}
+
+int sl_task_cancel(sl_task *t, const char *reason) {
+  if (t->done) return 0;
+  if (!t->cancelled) {
+    t->cancelled = 1;
+    t->cancel_reason = strdup(reason ? reason : "cancelled");
+  }
+  release_streams(t, 1, t->cancel_reason);
+  if (t->wait_cleanup) sl_task_wake(t);  /* its pending wait raises */
+  return 1;
+}
+
+int sl_task_push_results(lua_State *L, sl_task *t) {
+  int n, i;
+  t->joined = 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->result_ref);
+  if (t->failed) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_getfield(L, -1, "n");
+  n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, n, "too many results");
+  for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -n - 1);
+  return n;
+}
+
+void sl_task_free(sl_task *t) {
+  sl_runtime *rt = t->rt;
+  if (t->wait_cleanup) {
+    sl_wait_cleanup cleanup = t->wait_cleanup;
+    t->wait_cleanup = NULL;
+    cleanup(t);
+  }
+  sl_list_remove(&t->ready_node);
+  sl_list_remove(&t->all_node);
+  release_streams(t, 1, "shutdown");
+  while (!sl_list_empty(&t->joiners)) sl_list_remove(t->joiners.next);
+  if (t->result_ref != LUA_NOREF && rt->L) luaL_unref(rt->L, LUA_REGISTRYINDEX, t->result_ref);
+  if (t->timer) uv_close((uv_handle_t *)t->timer, free_handle);
+  free(t->traceback);
+  free(t->cancel_reason);
+  free(t);
+}
+
+/* ---- the runtime ------------------------------------------------------------ */
+
+void sl_runtime_cancel_streams(sl_runtime *rt, const char *reason) {
+  while (!sl_list_empty(&rt->streams)) {
+    sl_stream *s = sl_container_of(rt->streams.next, sl_stream, live_node);
+    sl_stream_cancel(s, reason);
+  }
+}
+
+static void shutdown_runtime(sl_runtime *rt) {
+  if (rt->stopping) return;
+  rt->stopping = 1;
+  sl_runtime_cancel_streams(rt, "shutdown");
+  uv_check_stop(&rt->check);
+  uv_idle_stop(&rt->idle);
+  uv_signal_stop(&rt->sigint);
+  uv_signal_stop(&rt->sigterm);
+  uv_stop(&rt->uv);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  sl_runtime *rt = h->data;
+  rt->exit_code = 128 + signum;
+  shutdown_runtime(rt);  /* every open stream is closed before we return */
+}
+
+int sl_runtime_init(sl_runtime *rt) {
+  memset(rt, 0, sizeof *rt);
+  sl_list_init(&rt->ready);
+  sl_list_init(&rt->tasks);
+  sl_list_init(&rt->streams);
+  if (uv_loop_init(&rt->uv) != 0) return -1;
+  if (sl_loop_init(&rt->net, &rt->uv, sl_stream_on_done) != 0) return -1;
+  uv_check_init(&rt->uv, &rt->check);
+  uv_idle_init(&rt->uv, &rt->idle);
+  uv_signal_init(&rt->uv, &rt->sigint);
+  uv_signal_init(&rt->uv, &rt->sigterm);
+  rt->check.data = rt->sigint.data = rt->sigterm.data = rt;
+  uv_check_start(&rt->check, on_check);
+  uv_signal_start(&rt->sigint, on_signal, SIGINT);
+  uv_signal_start(&rt->sigterm, on_signal, SIGTERM);
+  rt->L = luaL_newstate();
+  if (!rt->L) return -1;
+  *(sl_runtime **)lua_getextraspace(rt->L) = rt;
+  return 0;
+}
+
+int sl_runtime_run(sl_runtime *rt, int nargs) {
+  lua_State *L = rt->L;
+  rt->main = sl_task_spawn(L, nargs);
+  lua_pop(L, 1);
+  uv_run(&rt->uv, UV_RUN_DEFAULT);
+  return rt->exit_code;
+}
+
+/* Shutdown order: streams, Lua (its __gc frees streams and tasks), curl while
+   the loop exists, then the loop until every handle is closed. */
+void sl_runtime_close(sl_runtime *rt) {
+  sl_runtime_cancel_streams(rt, "shutdown");
+  if (rt->L) {
+    lua_close(rt->L);
+    rt->L = NULL;
+  }
+  sl_loop_close(&rt->net);
+  sl_stdin_close(rt);
+  uv_close((uv_handle_t *)&rt->check, NULL);
+  uv_close((uv_handle_t *)&rt->idle, NULL);
+  uv_close((uv_handle_t *)&rt->sigint, NULL);
+  uv_close((uv_handle_t *)&rt->sigterm, NULL);
+  uv_run(&rt->uv, UV_RUN_DEFAULT);
+  if (uv_loop_close(&rt->uv) != 0) {
+    uv_run(&rt->uv, UV_RUN_DEFAULT);
+    uv_loop_close(&rt->uv);
+  }
+}

@@ -1,0 +1,211 @@
+-- The closing guarantee, end to end: for every way a stream can stop, the
+-- mock (the server) sees the disconnect at once and generates at most one
+-- token after the script decided to stop; the client holds no socket after.
+local sluice = require "sluice"
+local T = require "testlib"
+
+-- 100 tokens/s: a token every 10 ms, so "at most one more" is a real bound.
+local PACE = { tokens_per_sec = 100 }
+
+T.case("cancel closes the connection before it returns", function()
+  local s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+  local seen = T.read_tokens(s, 5)
+  local port = s:metrics().local_port
+  T.ok(port, "local port known")
+  T.ok(T.socket_open(port), "socket open while streaming")
+  local t = sluice.now()
+  s:cancel("enough")
+  T.ok(not T.socket_open(port), "socket closed when cancel returns")
+  T.eq(T.upstream_sockets(), 0, "sockets to the mock after cancel")
+  T.eq(s:state(), "cancelled", "state")
+  local ev, err = s:next()
+  T.eq(ev, nil, "no event after cancel")
+  T.eq(err.kind, "cancelled", "error kind after cancel")
+  T.eq(s:metrics().cancel_reason, "enough", "cancel reason")
+  s:cancel("again")  -- idempotent
+  T.eq(s:metrics().cancel_reason, "enough", "second cancel changes nothing")
+  T.assert_stopped(id, seen, t)
+end)
+
+T.case("close", function()
+  local s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+  local seen = T.read_tokens(s, 3)
+  local t = sluice.now()
+  s:close()
+  s:close()
+  T.eq(s:state(), "cancelled", "state")
+  T.assert_stopped(id, seen, t)
+end)
+
+T.case("break out of events()", function()
+  local s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+  local n, t = 0, nil
+  for ev in s:events() do
+    if ev.data:find('"content":"[^"]', 1) then n = n + 1 end
+    if n == 4 then
+      t = sluice.now()
+      break
+    end
+  end
+  T.eq(s:state(), "cancelled", "state after break")
+  T.eq(s:metrics().cancel_reason, "closed", "reason")
+  T.assert_stopped(id, n, t)
+end)
+
+T.case("return from inside events()", function()
+  local id, t
+  local function first_tokens()
+    local s
+    s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+    local n = 0
+    for ev in s:events() do
+      if ev.data:find('"content":"[^"]', 1) then n = n + 1 end
+      if n == 2 then
+        t = sluice.now()
+        return n, s
+      end
+    end
+  end
+  local n, s = first_tokens()
+  T.eq(s:state(), "cancelled", "state after return")
+  T.assert_stopped(id, n, t)
+end)
+
+T.case("error raised inside events()", function()
+  local s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+  local n, t = 0, nil
+  local ok, err = pcall(function()
+    for ev in s:events() do
+      if ev.data:find('"content":"[^"]', 1) then n = n + 1 end
+      if n == 3 then
+        t = sluice.now()
+        error("policy exploded")
+      end
+    end
+  end)
+  T.ok(not ok and tostring(err):find("policy exploded"), "error propagates")
+  T.eq(s:state(), "cancelled", "state after error")
+  T.assert_stopped(id, n, t)
+end)
+
+T.case("<close> variable leaving scope", function()
+  local id, n, t
+  do
+    local s <close>, rid = T.open(PACE, { body = { max_tokens = 1000 } })
+    id = rid
+    n = T.read_tokens(s, 3)
+    t = sluice.now()
+  end
+  T.assert_stopped(id, n, t)
+end)
+
+T.case("idle timeout while the server stalls", function()
+  local s, id = T.open({ tokens_per_sec = 100, stall_after = 3 },
+                       { body = { max_tokens = 1000 }, timeouts = { idle = 0.3 } })
+  local seen = T.read_tokens(s, 3)
+  local ev, err = s:next()
+  while ev do ev, err = s:next() end  -- drain what was queued before the stall
+  T.eq(err and err.kind, "timeout", "error kind")
+  T.contains(err.message, "idle", "message")
+  T.eq(s:state(), "failed", "state")
+  T.assert_stopped(id, seen, s:metrics().ended)
+end)
+
+T.case("total timeout raises from events()", function()
+  local s, id = T.open(PACE, { body = { max_tokens = 1000 }, timeouts = { total = 0.25 } })
+  local seen = 0
+  local ok, err = pcall(function()
+    for ev in s:events() do
+      if ev.data:find('"content":"[^"]', 1) then seen = seen + 1 end
+    end
+  end)
+  T.ok(not ok, "events() raised")
+  T.eq(err.kind, "timeout", "error kind")
+  T.contains(err.message, "total", "message")
+  T.assert_stopped(id, seen, s:metrics().ended)
+end)
+
+T.case("first_byte timeout", function()
+  local s, id = T.open({ ttft = 5 }, { timeouts = { first_byte = 0.2 } })
+  local ev, err = s:next()
+  T.eq(ev, nil, "no event")
+  T.eq(err.kind, "timeout", "kind")
+  T.le(s:metrics().ended - s:metrics().started, 1, "fired on time")
+  T.wait_record(id, function(r) return r.client_closed end)
+end)
+
+T.case("idle timeout is not reset by : ping comments", function()
+  local s, id = T.open({ ping_only = true, ping_interval = 0.05 }, { timeouts = { idle = 0.4 } })
+  local t0 = sluice.now()
+  local ev, err = s:next()
+  T.eq(ev, nil, "no data event")
+  T.eq(err.kind, "timeout", "kind")
+  T.ok(sluice.now() - t0 >= 0.35, "waited the idle time")
+  T.ok(s:metrics().bytes > 0, "pings were received")
+  T.wait_record(id, function(r) return r.client_closed end)
+end)
+
+T.case("the owning task raising an error", function()
+  local id, seen, t
+  local task = sluice.spawn(function()
+    local s
+    s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+    seen = T.read_tokens(s, 3)
+    t = sluice.now()
+    error("task gives up")
+  end)
+  local ok, err = task:join()
+  T.ok(not ok, "join reports failure")
+  T.contains(tostring(err), "task gives up", "error")
+  T.assert_stopped(id, seen, t)
+end)
+
+T.case("the owning task being cancelled", function()
+  local id, seen, closed_ran = nil, 0, false
+  local task = sluice.spawn(function()
+    local s
+    s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+    local guard <close> = setmetatable({}, { __close = function() closed_ran = true end })
+    for ev in s:events() do
+      if ev.data:find('"content":"[^"]', 1) then seen = seen + 1 end
+    end
+  end)
+  while seen < 3 do sluice.sleep(0.005) end
+  local t = sluice.now()
+  T.ok(task:cancel("user pressed stop"), "cancel accepted")
+  local ok, err = task:join()
+  T.ok(not ok, "join fails")
+  T.eq(err.kind, "cancelled", "kind")
+  T.ok(closed_ran, "the task's <close> variables ran")
+  T.assert_stopped(id, seen, t)
+end)
+
+T.case("garbage collection", function()
+  local id, seen
+  do
+    local s
+    s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+    seen = T.read_tokens(s, 2)
+  end
+  local t = sluice.now()
+  collectgarbage()
+  collectgarbage()
+  T.assert_stopped(id, seen, t)
+end)
+
+T.case("a cancelled connection is never reused; a completed one may be", function()
+  local s1, id1 = T.open({ tokens_per_sec = 0 }, { body = { max_tokens = 5 } })
+  for _ in s1:events() do end
+  T.eq(s1:state(), "done", "first stream completed")
+  local s2, id2 = T.open(PACE, { body = { max_tokens = 1000 } })
+  T.read_tokens(s2, 2)
+  s2:cancel()
+  local s3, id3 = T.open({ tokens_per_sec = 0 }, { body = { max_tokens = 5 } })
+  for _ in s3:events() do end
+  local r1, r2, r3 = T.record(id1), T.record(id2), T.record(id3)
+  T.ok(r1.completed and r3.completed, "completed")
+  T.ok(r3.conn ~= r2.conn, "the cancelled connection was not reused")
+  T.eq(r2.conn, r1.conn, "the completed connection was reused")
+end)
+
+T.done()

@@ -1,0 +1,117 @@
+-- Tasks: spawn/join, errors and cancellation as values, sleep, all, first.
+local sluice = require "sluice"
+local T = require "testlib"
+
+T.case("spawn and join return the function's results", function()
+  local t = sluice.spawn(function(a, b) sluice.sleep(0.01) return a + b, "x" end, 2, 3)
+  local ok, sum, x = t:join()
+  T.eq(ok, true, "ok")
+  T.eq(sum, 5, "result")
+  T.eq(x, "x", "second result")
+  T.eq(t:status(), "done", "status")
+  local ok2, sum2 = t:join()
+  T.ok(ok2 and sum2 == 5, "join twice")
+end)
+
+T.case("an error in a task is a value for join", function()
+  local t = sluice.spawn(function() error({ code = 7 }) end)
+  local ok, err = t:join()
+  T.eq(ok, false, "ok")
+  T.eq(err.code, 7, "error value kept")
+  T.eq(t:status(), "failed", "status")
+end)
+
+T.case("sleep orders tasks by time and does not block others", function()
+  local order = {}
+  local t0 = sluice.now()
+  local a = sluice.spawn(function() sluice.sleep(0.06) order[#order + 1] = "a" end)
+  local b = sluice.spawn(function() sluice.sleep(0.02) order[#order + 1] = "b" end)
+  local c = sluice.spawn(function() order[#order + 1] = "c" end)
+  sluice.all { a, b, c }
+  T.eq(table.concat(order), "cba", "order")
+  local dt = sluice.now() - t0
+  T.ok(dt >= 0.055 and dt < 0.5, "slept concurrently: " .. dt)
+end)
+
+T.case("cancel a sleeping task: <close> runs, join says cancelled", function()
+  local closed = false
+  local t = sluice.spawn(function()
+    local g <close> = setmetatable({}, { __close = function() closed = true end })
+    sluice.sleep(10)
+  end)
+  sluice.sleep(0.01)
+  local t0 = sluice.now()
+  T.eq(t:cancel("stop"), true, "cancel returns true")
+  local ok, err = t:join()
+  T.ok(sluice.now() - t0 < 0.5, "cancel is prompt")
+  T.eq(ok, false, "ok")
+  T.eq(err.kind, "cancelled", "kind")
+  T.contains(err.message, "stop", "reason")
+  T.ok(closed, "<close> ran")
+  T.eq(t:status(), "cancelled", "status")
+  T.eq(t:cancel(), false, "cancelling a finished task")
+end)
+
+T.case("a task cancelled before it ran never runs", function()
+  local ran = false
+  local t = sluice.spawn(function() ran = true end)
+  t:cancel()
+  local ok, err = t:join()
+  T.ok(not ok and err.kind == "cancelled", "cancelled")
+  T.ok(not ran, "never ran")
+end)
+
+T.case("sluice.all", function()
+  local ts = {}
+  for i = 1, 5 do ts[i] = sluice.spawn(function() sluice.sleep(0.01 * (6 - i)) return i * i end) end
+  ts[6] = sluice.spawn(function() error("six") end)
+  local r = sluice.all(ts)
+  for i = 1, 5 do
+    T.ok(r[i][1] == true and r[i][2] == i * i, "result " .. i)
+  end
+  T.eq(r[6][1], false, "the failure")
+  T.eq(r[6].n, 2, "packed")
+end)
+
+T.case("sluice.first returns the winner and cancels the others upstream", function()
+  local slow_id
+  local fast = sluice.spawn(function() sluice.sleep(0.05) return "fast" end)
+  local slow = sluice.spawn(function()
+    local s
+    s, slow_id = T.open({ tokens_per_sec = 50 }, { body = { max_tokens = 1000 } })
+    for _ in s:events() do end
+    return "slow"
+  end)
+  local i, ok, v = sluice.first { slow, fast }
+  T.eq(i, 2, "index of the winner")
+  T.ok(ok and v == "fast", "winner's results")
+  local ok2, err = slow:join()
+  T.ok(not ok2 and err.kind == "cancelled", "the loser was cancelled")
+  T.wait_record(slow_id, function(r) return r.client_closed end)
+end)
+
+T.case("two tasks cannot read one stream at once", function()
+  local s = T.open({ tokens_per_sec = 20 }, { body = { max_tokens = 50 } })
+  local reader = sluice.spawn(function() return s:next() end)
+  sluice.sleep(0)
+  local ok, err = pcall(s.next, s)
+  T.ok(not ok and err:find("already being read"), "second reader refused")
+  reader:join()
+  s:close()
+end)
+
+T.case("a plain coroutine.yield in a task lets others run", function()
+  local log = {}
+  local a = sluice.spawn(function() for i = 1, 3 do log[#log + 1] = "a" .. i coroutine.yield() end end)
+  local b = sluice.spawn(function() for i = 1, 3 do log[#log + 1] = "b" .. i coroutine.yield() end end)
+  sluice.all { a, b }
+  T.eq(table.concat(log, ","), "a1,b1,a2,b2,a3,b3", "interleaved")
+end)
+
+T.case("waiting from inside a plain coroutine is a clear error", function()
+  local co = coroutine.wrap(function() sluice.sleep(0.01) end)
+  local ok, err = pcall(co)
+  T.ok(not ok and err:find("sluice task"), "clear error: " .. tostring(err))
+end)
+
+T.done()

@@ -1,0 +1,205 @@
+-- A small test library for Lua tests run by the sluice host against sluice-mock.
+-- Each case runs in its own task; after each, no stream may be left open and
+-- no socket of this process may still be connected to the mock.
+local sluice = require "sluice"
+local cjson = require "cjson"
+
+local T = { url = assert(os.getenv("SLUICE_MOCK_URL"), "run me through tests/run_lua_test.sh") }
+T.port = tonumber(T.url:match(":(%d+)$"))
+local passed, failed = 0, 0
+
+local function fail(msg, level)
+  error(msg, (level or 1) + 1)
+end
+
+function T.eq(a, b, what)
+  if a ~= b then
+    fail(("%s: expected %s, got %s"):format(what or "value", tostring(b), tostring(a)), 2)
+  end
+end
+
+function T.ok(v, what)
+  if not v then fail((what or "assertion") .. " failed", 2) end
+  return v
+end
+
+function T.le(a, b, what)
+  if not (a and b and a <= b) then
+    fail(("%s: expected <= %s, got %s"):format(what or "value", tostring(b), tostring(a)), 2)
+  end
+end
+
+function T.contains(s, needle, what)
+  if type(s) ~= "string" or not s:find(needle, 1, true) then
+    fail(("%s: %q does not contain %q"):format(what or "string", tostring(s), needle), 2)
+  end
+end
+
+-- A chat completion request body for the mock; mock = per-request behaviour.
+function T.chat(mock, extra)
+  local body = { model = "mock-model", stream = true,
+                 messages = { { role = "user", content = "hello" } } }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  body.mock = mock
+  return body
+end
+
+local request_seq = 0
+-- Opens a streaming chat request to the mock with a fresh X-Request-Id.
+function T.open(mock, opts)
+  request_seq = request_seq + 1
+  local id = ("t%d-%d"):format(os.time(), request_seq)
+  local o = { url = T.url .. "/v1/chat/completions", json = T.chat(mock, opts and opts.body),
+              headers = { ["X-Request-Id"] = id } }
+  for k, v in pairs(opts or {}) do if k ~= "body" then o[k] = v end end
+  return sluice.stream(o), id
+end
+
+function T.stats()
+  local res = assert(sluice.fetch { url = T.url .. "/stats" })
+  assert(res.status == 200, "stats status " .. tostring(res.status))
+  return cjson.decode(res.body)
+end
+
+function T.record(id)
+  for _, r in ipairs(T.stats().requests) do
+    if r.id == id then return r end
+  end
+end
+
+-- Polls /stats until pred(record) holds (at most `timeout` seconds).
+function T.wait_record(id, pred, timeout)
+  local deadline = sluice.now() + (timeout or 3)
+  local rec
+  repeat
+    rec = T.record(id)
+    if rec and (not pred or pred(rec)) then return rec end
+    sluice.sleep(0.01)
+  until sluice.now() > deadline
+  fail(("request %s: condition not reached; last record: %s"):format(
+    id, rec and cjson.encode(rec) or "none"), 2)
+end
+
+-- The mock's log (stderr).
+function T.mock_log()
+  local f = assert(io.open(os.getenv("SLUICE_MOCK_LOG")))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local s = f:read("l")
+  f:close()
+  return s:match("^(%d+)")
+end
+
+-- Sockets of this process connected to the mock's port (from /proc: our fds'
+-- socket inodes, matched against /proc/net/tcp{,6} entries).
+function T.upstream_sockets()
+  local inodes = {}
+  local p = io.popen("ls -l /proc/" .. pid() .. "/fd 2>/dev/null")
+  for line in p:lines() do
+    local ino = line:match("socket:%[(%d+)%]")
+    if ino then inodes[ino] = true end
+  end
+  p:close()
+  local n = 0
+  for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+    local f = io.open(file)
+    if f then
+      for line in f:lines() do
+        local rport, inode = line:match("^%s*%d+: %x+:%x+ %x+:(%x+) %x+ %x+:%x+ %x+:%x+ %x+%s+%d+%s+%d+%s+(%d+)")
+        if rport and tonumber(rport, 16) == T.port and inodes[inode] then n = n + 1 end
+      end
+      f:close()
+    end
+  end
+  return n
+end
+
+-- Is the connection a stream used (identified by its local port) still open here?
+function T.socket_open(local_port)
+  local inodes = {}
+  local p = io.popen("ls -l /proc/" .. pid() .. "/fd 2>/dev/null")
+  for line in p:lines() do
+    local ino = line:match("socket:%[(%d+)%]")
+    if ino then inodes[ino] = true end
+  end
+  p:close()
+  for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+    local f = io.open(file)
+    if f then
+      for line in f:lines() do
+        local lport, rport, inode = line:match("^%s*%d+: %x+:(%x+) %x+:(%x+) %x+ %x+:%x+ %x+:%x+ %x+%s+%d+%s+%d+%s+(%d+)")
+        if lport and tonumber(lport, 16) == local_port and tonumber(rport, 16) == T.port
+           and inodes[inode] then
+          f:close()
+          return true
+        end
+      end
+      f:close()
+    end
+  end
+  return false
+end
+
+-- Reads events of a chat stream until n content tokens were seen; returns
+-- how many were seen (fewer if the stream ended).
+function T.read_tokens(s, n)
+  local seen = 0
+  while seen < n do
+    local ev, err = s:next()
+    if not ev then
+      if err then error(err) end
+      break
+    end
+    if ev.data ~= "[DONE]" then
+      local chunk = cjson.decode(ev.data)
+      local c = chunk.choices and chunk.choices[1]
+      local content = c and c.delta and c.delta.content
+      if type(content) == "string" and content ~= "" then seen = seen + 1 end
+    end
+  end
+  return seen
+end
+
+-- The closing guarantee as the server sees it: the mock noticed the client
+-- close, soon after `stopped_at` (sluice.now() when the script decided to
+-- stop), and generated at most one token after the `seen` the script had.
+function T.assert_stopped(id, seen, stopped_at)
+  local rec = T.wait_record(id, function(r) return r.client_closed end)
+  T.ok(rec.aborted, "mock logged the abort")
+  T.ok(not rec.completed, "response not completed")
+  T.le(rec.tokens_sent - seen, 1, "tokens generated after the stop")
+  T.ok(rec.closed_at, "closed_at recorded")
+  if stopped_at then
+    T.le(rec.closed_at - stopped_at, 0.5, "seconds from the stop to the mock noticing it")
+  end
+  T.contains(T.mock_log(), "Aborted request " .. id, "mock log")
+  return rec
+end
+
+function T.case(name, fn)
+  local task = sluice.spawn(function()
+    local ok, e = xpcall(fn, function(e) return debug.traceback(tostring(e), 2) end)
+    if not ok then error(e, 0) end
+  end)
+  local ok, err = task:join()
+  collectgarbage()
+  if ok then
+    passed = passed + 1
+    print("ok - " .. name)
+  else
+    failed = failed + 1
+    print("not ok - " .. name .. ": " .. tostring(err))
+  end
+end
+
+function T.done()
+  print(("%d passed, %d failed"):format(passed, failed))
+  os.exit(failed == 0 and 0 or 1)
+end
+
+return T

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs one Lua test file with the sluice host against a fresh sluice-mock on a
+# free loopback port. The test finds the mock through SLUICE_MOCK_URL, its log
+# through SLUICE_MOCK_LOG. Usage: run_lua_test.sh SLUICE SLUICE_MOCK TEST.lua
+set -u
+sluice=$1 mock=$2 test=$3
+dir=$(mktemp -d)
+"$mock" --port 0 --quiet >"$dir/out" 2>"$dir/log" &
+mock_pid=$!
+cleanup() {
+  kill "$mock_pid" 2>/dev/null
+  wait "$mock_pid" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+url=
+for _ in $(seq 1 200); do
+  url=$(grep -o 'http://[0-9.]*:[0-9]*' "$dir/out" 2>/dev/null | head -n 1)
+  [ -n "$url" ] && break
+  sleep 0.025
+done
+if [ -z "$url" ]; then
+  echo "sluice-mock did not start:"; cat "$dir/log"
+  exit 1
+fi
+export SLUICE_MOCK_URL=$url SLUICE_MOCK_LOG=$dir/log SLUICE_MOCK_PID=$mock_pid
+export SLUICE_BIN=$sluice SLUICE_MOCK_BIN=$mock
+export LUA_PATH="$(cd "$(dirname "$test")" && pwd)/?.lua;;"
+cd "$(dirname "$test")"
+"$sluice" "$test"

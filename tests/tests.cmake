@@ -1,0 +1,18 @@
+# Tests: C unit tests of the parsers, Lua tests run by the host against a
+# sluice-mock started for each test (tests/run_lua_test.sh).
+file(GLOB UNIT_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/unit/test_*.c)
+foreach(src ${UNIT_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(${name} ${src})
+  target_link_libraries(${name} PRIVATE sluice_core)
+  add_test(NAME unit.${name} COMMAND ${name})
+endforeach()
+
+file(GLOB LUA_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/lua/test_*.lua)
+foreach(src ${LUA_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_test(NAME lua.${name}
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/run_lua_test.sh
+            $<TARGET_FILE:sluice> $<TARGET_FILE:sluice-mock> ${src})
+  set_tests_properties(lua.${name} PROPERTIES TIMEOUT 120)
+endforeach()

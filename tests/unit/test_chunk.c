@@ -1,0 +1,69 @@
+/*
+** The simple-chunk fast path: it must accept the common text chunk shapes
+** (vLLM, llama.cpp, OpenAI) and refuse every chunk whose full decoding says
+** more than its text, and unescape JSON strings exactly.
+*/
+#include "chunk.h"
+#include "unit.h"
+
+static int simple(const char *json, const char *want) {
+  sl_chunk_text t;
+  char out[512];
+  size_t n;
+  if (!sl_chunk_simple(json, strlen(json), &t)) return want == NULL;
+  if (t.escaped) {
+    n = sl_json_unescape(t.p, t.len, out);
+    if (n == (size_t)-1) return want == NULL;  /* the binding falls back */
+  } else {
+    memcpy(out, t.p, t.len);
+    n = t.len;
+  }
+  return want && n == strlen(want) && memcmp(out, want, n) == 0;
+}
+
+int main(void) {
+  /* accepted: text and nothing else of note */
+  CHECK(simple("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+               "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" world\"},"
+               "\"logprobs\":null,\"finish_reason\":null}]}", " world"));
+  CHECK(simple("{ \"choices\" : [ { \"delta\" : { \"content\" : \"a\\nb\\u00e9\\ud83d\\ude00\\\"\" } } ] ,"
+               " \"id\" : \"x\" }", "a\nb\xc3\xa9\xf0\x9f\x98\x80\""));
+  CHECK(simple("{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"m\","
+               "\"choices\":[{\"index\":0,\"text\":\"hi\",\"logprobs\":null,\"finish_reason\":null,"
+               "\"stop_reason\":null}]}", "hi"));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\",\"reasoning_content\":null}}],"
+               "\"usage\":null,\"system_fingerprint\":\"fp\"}", ""));
+  /* refused: anything more than text */
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"length\"}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],"
+               "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}", NULL));
+  CHECK(simple("{\"choices\":[],\"usage\":{\"completion_tokens\":2}}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"x\"}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}},"
+               "{\"index\":1,\"delta\":{\"content\":\"y\"}}]}", NULL));
+  CHECK(simple("{\"error\":{\"message\":\"boom\"}}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],\"error\":\"e\"}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]", NULL));     /* truncated */
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]} x", NULL));  /* trailing */
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\x01\"}}]}", NULL)); /* control char */
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud800\"}}]}", NULL)); /* lone surrogate */
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\q\"}}]}", NULL));  /* bad escape */
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":null}}]}", NULL));     /* no text */
+  CHECK(simple("[DONE]", NULL));
+  CHECK(simple("", NULL));
+  {  /* every truncation of a valid chunk is refused, never misread */
+    const char *full = "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"abc\"},"
+                       "\"finish_reason\":null}]}";
+    size_t i, n = strlen(full);
+    sl_chunk_text t;
+    int bad = 0;
+    for (i = 0; i < n; i++) bad += sl_chunk_simple(full, i, &t);
+    CHECK(bad == 0);
+    CHECK(sl_chunk_simple(full, n, &t) == 1);
+  }
+  return UNIT_DONE("test_chunk");
+}

@@ -78,10 +78,10 @@ static void set_paths(lua_State *L) {
   lua_getfield(L, -2, "path");
   lua_concat(L, 2);
   lua_setfield(L, -2, "path");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_sluice_core);
-  lua_setfield(L, -2, "sluice.core");
-  lua_pop(L, 2);
+  lua_pop(L, 1);
+  /* Opened now, not on first require: the main task needs its metatables. */
+  luaL_requiref(L, "sluice.core", luaopen_sluice_core, 0);
+  lua_pop(L, 1);
 }
 
 /* os.exit goes through the closing guarantee: every open stream is cancelled

@@ -187,8 +187,14 @@ static int parse(sl_sse *p, const char *buf, size_t len, sl_sse_event_fn fn,
   while (pos < len) {
     const char *start = buf + pos, *cr;
     size_t end, next;
-    /* Keep the next LF across CR-terminated lines so a CR-only stream stays
-       linear. */
+    if (*start == '\n') {  /* the blank line ending most events */
+      rc = end_line(p, start, 0, fn, ud);
+      if (rc != SL_SSE_OK) return rc;
+      pos++;
+      continue;
+    }
+    /* The next LF is kept across CR-terminated lines so that a CR-only
+       stream stays linear. */
     if (!have_nl || nl < pos) {
       const char *q = memchr(start, '\n', len - pos);
       nl = q ? (size_t)(q - buf) : len;

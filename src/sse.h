@@ -16,8 +16,8 @@ enum {
 
 typedef struct sl_sse_event {
   const char *data;  size_t data_len;   /* data lines joined with "\n" */
-  const char *event; size_t event_len;  /* 0 means the default type, "message" */
-  const char *id;    size_t id_len;     /* last event ID; persists across events */
+  const char *event; size_t event_len;  /* 0: the default type, "message" */
+  const char *id;    size_t id_len;     /* last event ID; persists */
 } sl_sse_event;
 
 /* Called once per dispatched event; the pointers (never NULL) are valid only

@@ -159,19 +159,21 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   s->bytes += n;
   switch (s->framing) {
   case SL_FRAMING_SSE:
-    rc = sl_sse_feed(&s->sse, ptr, n, on_sse_event, s) != SL_SSE_OK;
+    rc = sl_sse_feed(&s->sse, ptr, n, on_sse_event, s);
     break;
   case SL_FRAMING_NDJSON:
-    rc = sl_lines_feed(&s->lines, ptr, n, on_line, s) != SL_LINES_OK;
+    rc = sl_lines_feed(&s->lines, ptr, n, on_line, s);
     break;
   default:
     if (queue_push(s, ptr, n, NULL, 0, NULL, 0) != 0) s->abort_kind = "limit";
     break;
   }
-  if (rc) {
+  if (rc) {  /* SL_SSE_TOO_BIG == SL_LINES_TOO_BIG; the other code is NOMEM */
     char msg[96];
-    snprintf(msg, sizeof msg, "event larger than max_event_bytes (%zu)",
-             s->max_event_bytes);
+    if (rc == SL_SSE_TOO_BIG)
+      snprintf(msg, sizeof msg, "event larger than max_event_bytes (%zu)", s->max_event_bytes);
+    else
+      snprintf(msg, sizeof msg, "out of memory while parsing events");
     set_abort(s, "limit", msg);
     return 0;
   }

@@ -3,14 +3,22 @@
 # free loopback port. The test finds the mock through SLUICE_MOCK_URL, its log
 # through SLUICE_MOCK_LOG. Usage: run_lua_test.sh SLUICE SLUICE_MOCK TEST.lua
 set -u
-sluice=$1 mock=$2 test=$3
+sluice=$(realpath "$1") mock=$(realpath "$2") test=$(realpath "$3")
 dir=$(mktemp -d)
 "$mock" --port 0 --quiet >"$dir/out" 2>"$dir/log" &
 mock_pid=$!
+status=1
 cleanup() {
   kill "$mock_pid" 2>/dev/null
-  wait "$mock_pid" 2>/dev/null
+  wait "$mock_pid"
+  mock_status=$?
+  # the mock exits 0 on SIGTERM; anything else (a sanitizer report) fails the test
+  if [ "$mock_status" -ne 0 ] && [ "$mock_status" -ne 143 ]; then
+    echo "sluice-mock exited with status $mock_status:"; tail -n 40 "$dir/log"
+    status=1
+  fi
   rm -rf "$dir"
+  exit "$status"
 }
 trap cleanup EXIT
 url=
@@ -28,3 +36,4 @@ export SLUICE_BIN=$sluice SLUICE_MOCK_BIN=$mock
 export LUA_PATH="$(cd "$(dirname "$test")" && pwd)/?.lua;;"
 cd "$(dirname "$test")"
 "$sluice" "$test"
+status=$?

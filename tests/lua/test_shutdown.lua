@@ -50,7 +50,7 @@ local function run(mode, signal)
   local cmd = ("%q %q %q %q %q 2>&1"):format(os.getenv("SLUICE_BIN"), path, T.url, id, mode)
   local p = assert(io.popen(cmd))
   local line = p:read("l")
-  local pid, seen = line and line:match("^(%d+) (%d+)")
+  local pid, seen = (line or ""):match("^(%d+) (%d+)")
   T.ok(pid, "child started: " .. tostring(line))
   if signal then os.execute("kill -" .. signal .. " " .. pid) end
   local rest = p:read("a")

@@ -12,7 +12,7 @@
 
 #define EVENTS 200000
 #define PIECE 16384
-#define RUNS 9
+#define RUNS 15
 
 typedef struct tally {
   size_t events, bytes;
@@ -47,8 +47,8 @@ int main(void) {
   for (i = 0; i < EVENTS; i++)
     len += (size_t)snprintf(
         stream + len, cap - len,
-        "data: {\"id\":\"chatcmpl-8d1f0c2b9e\",\"object\":\"chat.completion."
-        "chunk\",\"created\":1718000000,\"model\":\"qwen2.5-7b\",\"choices\":"
+        "data: {\"id\":\"chatcmpl-8d1f\",\"object\":\"chat.completion."
+        "chunk\",\"created\":1718000000,\"model\":\"llama-8b\",\"choices\":"
         "[{\"index\":0,\"delta\":{\"content\":\"%s\"},\"finish_reason\":null}"
         "]}\n\n",
         words[i % 10]);

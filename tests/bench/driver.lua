@@ -1,0 +1,288 @@
+-- The benchmark driver (run by scripts/bench): starts sluice-mock pinned to
+-- CPU 1, runs each scenario's client pinned to CPU 0 as a separate process,
+-- RUNS times, and prints medians and ratios. Workers print one JSON line.
+local sluice = require "sluice"
+local cjson = require "cjson"
+
+local runs, out_path = tonumber(arg[1]) or 5, arg[2] or "bench.json"
+local only = {}
+for i = 3, #arg do only[arg[i]] = true end
+local function wanted(name) return next(only) == nil or only[name] end
+
+local bindir = sluice.executable:match("^(.*)/[^/]*$")
+local SLUICE, MOCK = bindir .. "/sluice", bindir .. "/sluice-mock"
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  return out, ok, code
+end
+
+-- the mock, pinned to CPU 1
+local tmp = os.tmpname()
+os.execute(("taskset -c 1 %q --port 0 --quiet > %q 2> %q.log & echo $! > %q.pid"):format(MOCK, tmp, tmp, tmp))
+local url
+for _ = 1, 200 do
+  local f = io.open(tmp)
+  url = f and f:read("a"):match("(http://[%d.]+:%d+)")
+  if f then f:close() end
+  if url then break end
+  sluice.sleep(0.025)
+end
+assert(url, "sluice-mock did not start")
+local pidf = assert(io.open(tmp .. ".pid"))
+local mock_pid = pidf:read("l")
+pidf:close()
+local function stop_mock()
+  os.execute("kill " .. mock_pid .. " 2>/dev/null")
+  os.remove(tmp); os.remove(tmp .. ".pid"); os.remove(tmp .. ".log")
+end
+
+local function median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+-- runs a worker (tests/bench/NAME.lua) on CPU 0; returns its decoded JSON line
+local function worker(name, ...)
+  local args = { ... }
+  for i, a in ipairs(args) do args[i] = ("%q"):format(tostring(a)) end
+  local out = sh(("taskset -c 0 %q %q %q %s 2>&1"):format(SLUICE, here .. "/" .. name .. ".lua", url,
+                                                          table.concat(args, " ")))
+  local line = out:match("(%b{})%s*$")
+  assert(line, name .. " failed:\n" .. out)
+  return cjson.decode(line)
+end
+
+local results = { runs = runs, machine = { cores = tonumber(sh("nproc"):match("%d+")) } }
+local function fmt(v, d) return v and ("%." .. (d or 0) .. "f"):format(v) or "n/a" end
+local function table_md(title, header, rows)
+  print("\n### " .. title .. "\n")
+  print("| " .. table.concat(header, " | ") .. " |")
+  print("|" .. string.rep(" --- |", #header))
+  for _, r in ipairs(rows) do print("| " .. table.concat(r, " | ") .. " |") end
+end
+
+-- 1. throughput -----------------------------------------------------------------
+if wanted("throughput") then
+  local N = 200000
+  local body = cjson.encode { model = "m", stream = true, max_tokens = N,
+    messages = { { role = "user", content = "hi" } }, mock = { tokens_per_sec = 0 } }
+  local bodyf = os.tmpname()
+  local f = assert(io.open(bodyf, "w")); f:write(body); f:close()
+  local curl, core, deltas = {}, {}, {}
+  for _ = 1, runs do
+    local t = sh(("taskset -c 0 curl -sN -o /dev/null -w '%%{time_total}' -H 'Content-Type: application/json' --data-binary @%q %s/v1/chat/completions"):format(bodyf, url))
+    curl[#curl + 1] = (N + 3) / tonumber(t)
+    core[#core + 1] = worker("throughput", "core", N).rate
+    deltas[#deltas + 1] = worker("throughput", "deltas", N).rate
+  end
+  os.remove(bodyf)
+  local c, k, d = median(curl), median(core), median(deltas)
+  results.throughput = { chunks = N, curl = curl, core = core, deltas = deltas,
+                         median = { curl = c, core = k, deltas = d } }
+  table_md(("Throughput: %d chat.completion.chunk events, as fast as the socket takes them (chunks/s, median of %d)"):format(N, runs),
+    { "client", "chunks/s", "ratio to curl -N", "target" },
+    { { "curl -N > /dev/null (transport floor)", fmt(c), "1.00", "" },
+      { "sluice core: `for ev in s:events()` touching ev.data", fmt(k), fmt(k / c, 2), ">= 2,000,000" },
+      { "sluice openai: `client:chat(...):deltas()`", fmt(d), fmt(d / c, 2), ">= 1,000,000" } })
+end
+
+-- 2. stop latency ------------------------------------------------------------------
+if wanted("stop") then
+  local lat, after = {}, {}
+  for _ = 1, runs do
+    local r = worker("stop_latency", 5)
+    for _, v in ipairs(r.latency_us) do lat[#lat + 1] = v end
+    for _, v in ipairs(r.after) do after[#after + 1] = v end
+  end
+  local max_after = 0
+  for _, v in ipairs(after) do max_after = math.max(max_after, v) end
+  results.stop = { latency_us = lat, chunks_after_keyword = after,
+                   median_us = median(lat), max_after = max_after }
+  table_md(("Stop latency: 5,000 chunks at one per 2 ms, keyword in chunk 100, policy.stop_on (%d stops)"):format(#lat),
+    { "measure", "median", "min", "max", "target" },
+    { { "keyword written -> mock sees the close (us)", fmt(median(lat)), fmt(math.min(table.unpack(lat))),
+        fmt(math.max(table.unpack(lat))), "<= 50" },
+      { "chunks written after the keyword", fmt(median(after)), "", fmt(max_after), "0" } })
+end
+
+-- 3. concurrency ---------------------------------------------------------------------
+if wanted("concurrency") then
+  local rows, res = {}, {}
+  for _, n in ipairs { 1000, 10000 } do
+    local walls, rss, cpu, ok, note = {}, {}, {}, true, nil
+    for _ = 1, (n == 1000 and runs or math.min(runs, 3)) do
+      local r = worker("concurrency", n, 200, 50)
+      walls[#walls + 1], rss[#rss + 1], cpu[#cpu + 1] = r.wall, r.peak_rss_mb, r.cpu
+      ok = ok and r.completed == n
+      note = r.note
+    end
+    res[tostring(n)] = { wall = walls, peak_rss_mb = rss, cpu = cpu, all_completed = ok, note = note }
+    rows[#rows + 1] = { tostring(n), ok and "yes" or "NO", fmt(median(walls), 2), fmt(median(rss), 1), fmt(median(cpu), 2),
+      n == 1000 and "<= 4.1 s, <= 40 MB, <= 1 CPU s" or "<= 200 MB, <= 10 CPU s" }
+  end
+  results.concurrency = res
+  table_md("Concurrency: streams of 200 chunks at 50 chunks/s each (4 s per stream), medians",
+    { "streams", "all completed", "wall (s)", "peak RSS (MB)", "client CPU (s)", "target" }, rows)
+end
+
+-- 4. slow consumer ------------------------------------------------------------------
+if wanted("slow") then
+  local r = worker("slow_consumer", 3000000)
+  results.slow = r
+  table_md("Slow consumer: a script reading slower than the server sends",
+    { "streamed (MB)", "events", "seconds", "peak RSS (MB)", "target" },
+    { { fmt(r.mb), fmt(r.events), fmt(r.seconds, 1), fmt(r.peak_rss_mb, 1), "<= 64 MB" } })
+end
+
+-- 5. start-up --------------------------------------------------------------------------
+if wanted("startup") then
+  local jf = os.tmpname()
+  sh(("taskset -c 0 hyperfine -N --warmup 10 --runs 200 --export-json %q %q >/dev/null 2>&1"):format(
+    jf, SLUICE .. " -e ''"))
+  local f = assert(io.open(jf))
+  local h = cjson.decode(f:read("a")).results[1]
+  f:close()
+  os.remove(jf)
+  local ms = {}
+  for i, t in ipairs(h.times) do ms[i] = t * 1000 end
+  results.startup = { ms = ms, median_ms = h.median * 1000 }
+  table_md("Start-up: `sluice -e ''`, fork+exec to exit (hyperfine -N, 200 runs)",
+    { "median (ms)", "min (ms)", "max (ms)", "target" },
+    { { fmt(h.median * 1000, 2), fmt(h.min * 1000, 2), fmt(h.max * 1000, 2), "<= 5 ms" } })
+end
+
+stop_mock()
+  os.execute("kill " .. mock_pid .. " 2>/dev/null")
+  os.remove(tmp); os.remove(tmp .. ".pid"); os.remove(tmp .. ".log")
+end
+
+local function median(t)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+-- runs a worker (tests/bench/NAME.lua) on CPU 0; returns its decoded JSON line
+local function worker(name, ...)
+  local args = { ... }
+  for i, a in ipairs(args) do args[i] = ("%q"):format(tostring(a)) end
+  local out = sh(("taskset -c 0 %q %q %q %s 2>&1"):format(SLUICE, here .. "/" .. name .. ".lua", url,
+                                                          table.concat(args, " ")))
+  local line = out:match("(%b{})%s*$")
+  assert(line, name .. " failed:\n" .. out)
+  return cjson.decode(line)
+end
+
+local results = { runs = runs, machine = { cores = tonumber(sh("nproc"):match("%d+")) } }
+local function fmt(v, d) return v and ("%." .. (d or 0) .. "f"):format(v) or "n/a" end
+local function table_md(title, header, rows)
+  print("\n### " .. title .. "\n")
+  print("| " .. table.concat(header, " | ") .. " |")
+  print("|" .. string.rep(" --- |", #header))
+  for _, r in ipairs(rows) do print("| " .. table.concat(r, " | ") .. " |") end
+end
+
+-- 1. throughput -----------------------------------------------------------------
+if wanted("throughput") then
+  local N = 200000
+  local body = cjson.encode { model = "m", stream = true, max_tokens = N,
+    messages = { { role = "user", content = "hi" } }, mock = { tokens_per_sec = 0 } }
+  local bodyf = os.tmpname()
+  local f = assert(io.open(bodyf, "w")); f:write(body); f:close()
+  local curl, core, deltas = {}, {}, {}
+  for _ = 1, runs do
+    local t = sh(("taskset -c 0 curl -sN -o /dev/null -w '%%{time_total}' -H 'Content-Type: application/json' --data-binary @%q %s/v1/chat/completions"):format(bodyf, url))
+    curl[#curl + 1] = (N + 3) / tonumber(t)
+    core[#core + 1] = worker("throughput", "core", N).rate
+    deltas[#deltas + 1] = worker("throughput", "deltas", N).rate
+  end
+  os.remove(bodyf)
+  local c, k, d = median(curl), median(core), median(deltas)
+  results.throughput = { chunks = N, curl = curl, core = core, deltas = deltas,
+                         median = { curl = c, core = k, deltas = d } }
+  table_md(("Throughput: %d chat.completion.chunk events, as fast as the socket takes them (chunks/s, median of %d)"):format(N, runs),
+    { "client", "chunks/s", "ratio to curl -N", "target" },
+    { { "curl -N > /dev/null (transport floor)", fmt(c), "1.00", "" },
+      { "sluice core: `for ev in s:events()` touching ev.data", fmt(k), fmt(k / c, 2), ">= 2,000,000" },
+      { "sluice openai: `client:chat(...):deltas()`", fmt(d), fmt(d / c, 2), ">= 1,000,000" } })
+end
+
+-- 2. stop latency ------------------------------------------------------------------
+if wanted("stop") then
+  local lat, after = {}, {}
+  for _ = 1, runs do
+    local r = worker("stop_latency", 5)
+    for _, v in ipairs(r.latency_us) do lat[#lat + 1] = v end
+    for _, v in ipairs(r.after) do after[#after + 1] = v end
+  end
+  local max_after = 0
+  for _, v in ipairs(after) do max_after = math.max(max_after, v) end
+  results.stop = { latency_us = lat, chunks_after_keyword = after,
+                   median_us = median(lat), max_after = max_after }
+  table_md(("Stop latency: 5,000 chunks at one per 2 ms, keyword in chunk 100, policy.stop_on (%d stops)"):format(#lat),
+    { "measure", "median", "min", "max", "target" },
+    { { "keyword written -> mock sees the close (us)", fmt(median(lat)), fmt(math.min(table.unpack(lat))),
+        fmt(math.max(table.unpack(lat))), "<= 50" },
+      { "chunks written after the keyword", fmt(median(after)), "", fmt(max_after), "0" } })
+end
+
+-- 3. concurrency ---------------------------------------------------------------------
+if wanted("concurrency") then
+  local rows, res = {}, {}
+  for _, n in ipairs { 1000, 10000 } do
+    local walls, rss, cpu, ok, note = {}, {}, {}, true, nil
+    for _ = 1, (n == 1000 and runs or math.min(runs, 3)) do
+      local r = worker("concurrency", n, 200, 50)
+      walls[#walls + 1], rss[#rss + 1], cpu[#cpu + 1] = r.wall, r.peak_rss_mb, r.cpu
+      ok = ok and r.completed == n
+      note = r.note
+    end
+    res[tostring(n)] = { wall = walls, peak_rss_mb = rss, cpu = cpu, all_completed = ok, note = note }
+    rows[#rows + 1] = { tostring(n), ok and "yes" or "NO", fmt(median(walls), 2), fmt(median(rss), 1), fmt(median(cpu), 2),
+      n == 1000 and "<= 4.1 s, <= 40 MB, <= 1 CPU s" or "<= 200 MB, <= 10 CPU s" }
+  end
+  results.concurrency = res
+  table_md("Concurrency: streams of 200 chunks at 50 chunks/s each (4 s per stream), medians",
+    { "streams", "all completed", "wall (s)", "peak RSS (MB)", "client CPU (s)", "target" }, rows)
+end
+
+-- 4. slow consumer ------------------------------------------------------------------
+if wanted("slow") then
+  local r = worker("slow_consumer", 3000000)
+  results.slow = r
+  table_md("Slow consumer: a script reading slower than the server sends",
+    { "streamed (MB)", "events", "seconds", "peak RSS (MB)", "target" },
+    { { fmt(r.mb), fmt(r.events), fmt(r.seconds, 1), fmt(r.peak_rss_mb, 1), "<= 64 MB" } })
+end
+
+-- 5. start-up --------------------------------------------------------------------------
+if wanted("startup") then
+  local times = {}
+  for _ = 1, 5 do
+    local r = worker("startup", SLUICE, 20)
+    for _, v in ipairs(r.ms) do times[#times + 1] = v end
+  end
+  results.startup = { ms = times, median_ms = median(times) }
+  table_md("Start-up: `sluice -e ''` (fork+exec to exit, 100 runs)",
+    { "median (ms)", "min (ms)", "max (ms)", "target" },
+    { { fmt(median(times), 2), fmt(math.min(table.unpack(times)), 2), fmt(math.max(table.unpack(times)), 2), "<= 5 ms" } })
+end
+
+stop_mock()
+local f = assert(io.open(out_path, "w"))
+f:write(cjson.encode(results), "\n")
+f:close()
+print("\nraw figures: " .. out_path)

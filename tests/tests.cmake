@@ -16,3 +16,6 @@ foreach(src ${LUA_TESTS})
             $<TARGET_FILE:sluice> $<TARGET_FILE:sluice-mock> ${src})
   set_tests_properties(lua.${name} PROPERTIES TIMEOUT 120)
 endforeach()
+
+add_test(NAME mock.smoke COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/mock_smoke.sh $<TARGET_FILE:sluice-mock>)
+set_tests_properties(mock.smoke PROPERTIES TIMEOUT 60)

@@ -1,0 +1,269 @@
+/*
+** sluice-mock's main: options, the listening socket, and a clean shutdown on
+** SIGINT/SIGTERM (every handle closed, every allocation freed).
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "mock.h"
+
+static const char usage_text[] =
+  "usage: sluice-mock [options]\n"
+  "  --host ADDR           address to listen on (default 127.0.0.1)\n"
+  "  --port N              port, 0 picks a free one (default 0)\n"
+  "  --tokens-per-sec R    pace of a stream, 0 = as fast as the socket takes (default 50)\n"
+  "  --ttft S              seconds before the first token (default 0)\n"
+  "  --text-file FILE      text to generate (default: a built-in passage)\n"
+  "  --max-tokens N        tokens when a request sets no max_tokens (default 200)\n"
+  "  --model NAME          model name served (default mock-model)\n"
+  "  --quiet               no per-request log lines (aborts are always logged)\n"
+  "  --help                this text\n"
+  "Prints \"sluice-mock listening on http://HOST:PORT\" once ready.\n"
+  "Per-request behaviour: a \"mock\" object in the body or an X-Mock header.\n";
+
+static int bad_option(const char *name, const char *value) {
+  fprintf(stderr, "sluice-mock: bad value for %s: %s\n%s", name, value ? value : "(none)",
+          usage_text);
+  return -1;
+}
+
+static int parse_number(const char *name, const char *value, double min, double max,
+                        double *out) {
+  char *end;
+  if (value == NULL)
+    return bad_option(name, value);
+  errno = 0;
+  double v = strtod(value, &end);
+  if (errno || end == value || *end != '\0' || !(v >= min && v <= max))
+    return bad_option(name, value);
+  *out = v;
+  return 0;
+}
+
+/* Returns 0, 1 after --help, or -1 on a bad option. */
+static int parse_args(int argc, char **argv, mock_config *cfg) {
+  for (int i = 1; i < argc; i++) {
+    char *arg = argv[i];
+    char *value = NULL;
+    char name[64];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      fputs(usage_text, stdout);
+      return 1;
+    }
+    if (strcmp(arg, "--quiet") == 0) {
+      cfg->quiet = 1;
+      continue;
+    }
+    char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (len >= sizeof name) {
+      fprintf(stderr, "sluice-mock: unknown option %s\n%s", arg, usage_text);
+      return -1;
+    }
+    memcpy(name, arg, len);
+    name[len] = '\0';
+    value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+    double v;
+    if (strcmp(name, "--host") == 0) {
+      if (value == NULL || *value == '\0')
+        return bad_option(name, value);
+      cfg->host = value;
+    } else if (strcmp(name, "--port") == 0) {
+      if (parse_number(name, value, 0, 65535, &v) < 0 || v != (int)v)
+        return bad_option(name, value);
+      cfg->port = (int)v;
+    } else if (strcmp(name, "--tokens-per-sec") == 0) {
+      if (parse_number(name, value, 0, 1e9, &cfg->tokens_per_sec) < 0)
+        return -1;
+    } else if (strcmp(name, "--ttft") == 0) {
+      if (parse_number(name, value, 0, 1e6, &cfg->ttft) < 0)
+        return -1;
+    } else if (strcmp(name, "--text-file") == 0) {
+      if (value == NULL)
+        return bad_option(name, value);
+      cfg->text_file = value;
+    } else if (strcmp(name, "--max-tokens") == 0) {
+      if (parse_number(name, value, 0, 1e15, &v) < 0 || v != (double)(uint64_t)v)
+        return bad_option(name, value);
+      cfg->max_tokens = (uint64_t)v;
+    } else if (strcmp(name, "--model") == 0) {
+      if (value == NULL || *value == '\0' || strlen(value) > 256)
+        return bad_option(name, value);
+      cfg->model = value;
+    } else {
+      fprintf(stderr, "sluice-mock: unknown option %s\n%s", arg, usage_text);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return NULL;
+  mock_buf b;
+  mock_buf_init(&b);
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    mock_buf_append(&b, chunk, n);
+  int failed = ferror(f);
+  fclose(f);
+  if (failed) {
+    mock_buf_free(&b);
+    return NULL;
+  }
+  *len = b.len;
+  return b.data ? b.data : mock_xstrndup("", 0);
+}
+
+/* Ten thousand connections need more than the usual 1024 descriptors. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      fprintf(stderr, "sluice-mock: could not raise the open-file limit: %s\n",
+              strerror(errno));
+  }
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  mock_server *s = listener->data;
+  if (status < 0) {
+    fprintf(stderr, "sluice-mock: accept failed: %s\n", uv_strerror(status));
+    return;
+  }
+  mock_conn_accept(s);
+}
+
+static void server_stop(mock_server *s) {
+  if (s->stopping)
+    return;
+  s->stopping = 1;
+  uv_close((uv_handle_t *)&s->listener, NULL);
+  uv_close((uv_handle_t *)&s->sigint, NULL);
+  uv_close((uv_handle_t *)&s->sigterm, NULL);
+  while (s->conns)
+    mock_conn_close(s->conns, MOCK_AFTER_CLOSE);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  mock_server *s = h->data;
+  if (!s->config.quiet)
+    fprintf(stderr, "sluice-mock: %s, shutting down\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  server_stop(s);
+}
+
+static int listen_on(mock_server *s) {
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+    struct sockaddr_storage any;
+  } addr;
+  const mock_config *cfg = &s->config;
+  if (uv_ip4_addr(cfg->host, cfg->port, &addr.in4) != 0 &&
+      uv_ip6_addr(cfg->host, cfg->port, &addr.in6) != 0) {
+    fprintf(stderr, "sluice-mock: --host must be an IP address: %s\n", cfg->host);
+    return -1;
+  }
+  int rc = uv_tcp_init(s->loop, &s->listener);
+  if (rc == 0) {
+    s->listener.data = s;
+    rc = uv_tcp_bind(&s->listener, &addr.sa, 0);
+    if (rc == 0)
+      rc = uv_listen((uv_stream_t *)&s->listener, 8192, on_connection);
+    if (rc != 0)
+      uv_close((uv_handle_t *)&s->listener, NULL);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "sluice-mock: cannot listen on %s:%d: %s\n", cfg->host, cfg->port,
+            uv_strerror(rc));
+    return -1;
+  }
+  int len = sizeof addr;
+  uv_tcp_getsockname(&s->listener, &addr.sa, &len);
+  int port = ntohs(addr.sa.sa_family == AF_INET6 ? addr.in6.sin6_port : addr.in4.sin_port);
+  const char *fmt = addr.sa.sa_family == AF_INET6 ? "sluice-mock listening on http://[%s]:%d\n"
+                                                  : "sluice-mock listening on http://%s:%d\n";
+  printf(fmt, cfg->host, port);
+  fflush(stdout);
+  return 0;
+}
+
+static void free_server(mock_server *s) {
+  while (s->free_blocks) {
+    mock_write *w = s->free_blocks;
+    s->free_blocks = w->next_free;
+    free(w);
+  }
+  mock_stats_free(&s->stats);
+  mock_tokens_free(s->tokens);
+  free(s);
+}
+
+int main(int argc, char **argv) {
+  mock_config cfg = {"127.0.0.1", 0, 50, 0, NULL, 200, "mock-model", 0};
+  int rc = parse_args(argc, argv, &cfg);
+  if (rc != 0)
+    return rc > 0 ? 0 : 2;
+
+  signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+
+  size_t text_len;
+  char *text;
+  if (cfg.text_file) {
+    text = read_file(cfg.text_file, &text_len);
+    if (text == NULL) {
+      fprintf(stderr, "sluice-mock: cannot read %s: %s\n", cfg.text_file, strerror(errno));
+      return 2;
+    }
+  } else {
+    text = mock_xstrndup(mock_default_text(), strlen(mock_default_text()));
+    text_len = strlen(text);
+  }
+
+  mock_server *s = mock_xcalloc(1, sizeof *s);
+  s->config = cfg;
+  s->tokens = mock_tokens_split(text, text_len);
+  free(text);
+  if (s->tokens->count == 0) {
+    fprintf(stderr, "sluice-mock: %s has no text to generate\n", cfg.text_file);
+    free_server(s);
+    return 2;
+  }
+  mock_stats_init(&s->stats);
+  mock_conn_parser_settings(&s->settings);
+
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) {
+    free_server(s);
+    return 1;
+  }
+  s->loop = &loop;
+  if (listen_on(s) < 0) {
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    free_server(s);
+    return 1;
+  }
+  uv_signal_init(&loop, &s->sigint);
+  uv_signal_init(&loop, &s->sigterm);
+  s->sigint.data = s->sigterm.data = s;
+  uv_signal_start(&s->sigint, on_signal, SIGINT);
+  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+
+  uv_run(&loop, UV_RUN_DEFAULT);
+  rc = uv_loop_close(&loop);
+  if (rc != 0)
+    fprintf(stderr, "sluice-mock: loop not closed cleanly: %s\n", uv_strerror(rc));
+  free_server(s);
+  return 0;
+}

@@ -1,0 +1,183 @@
+/*
+** sluice-mock: an OpenAI-compatible upstream for tests and demos. One libuv
+** loop; each connection parses requests with http_parser and streams at most
+** one generation at a time. mock.c is main and the listener, conn.c the
+** connection and its routes, request.c turns a request into a generation,
+** gen.c writes it.
+*/
+#ifndef MOCK_H
+#define MOCK_H
+
+#include <stdint.h>
+
+#include <http_parser.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "json.h"
+#include "stats.h"
+#include "text.h"
+
+#define MOCK_MAX_BODY (16u * 1024 * 1024)
+#define MOCK_BLOCK_SIZE (64u * 1024)     /* payload of one write when unpaced */
+#define MOCK_CHUNK_HEAD 10               /* room for "ffffffff\r\n" */
+#define MOCK_PACED_QUEUE_LIMIT (64u * 1024)
+#define MOCK_NONE UINT64_MAX             /* an unset token position */
+
+typedef struct mock_config {
+  const char *host;
+  int port;
+  double tokens_per_sec;
+  double ttft;
+  const char *text_file;
+  uint64_t max_tokens;
+  const char *model;
+  int quiet;
+} mock_config;
+
+typedef struct mock_conn mock_conn;
+typedef struct mock_gen mock_gen;
+
+/* A write handed to libuv: a copy of what uv_try_write could not take, or a
+** pooled block when streaming unpaced. */
+typedef struct mock_write {
+  uv_write_t req;
+  mock_conn *conn;
+  struct mock_write *next_free;
+  uint64_t gen_serial;     /* which generation's tokens these are */
+  uint32_t tokens;
+  int pooled;
+  size_t len;
+  char *owned;             /* a caller's buffer written without a copy */
+  char data[];
+} mock_write;
+
+typedef struct mock_server {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  uv_signal_t sigint, sigterm;
+  mock_config config;
+  mock_tokens *tokens;          /* the default text */
+  mock_stats stats;
+  mock_conn *conns;             /* every open connection */
+  uint64_t conn_counter, request_counter, gen_counter;
+  uint64_t connections_open, connections_total, active;
+  mock_write *free_blocks;
+  size_t free_block_count;
+  int stopping;
+  http_parser_settings settings;
+  char read_buffer[64 * 1024];  /* reads are consumed before the next one */
+  char scratch[MOCK_CHUNK_HEAD + MOCK_BLOCK_SIZE + 16];
+} mock_server;
+
+/* How a connection goes on after a response has been handed over. */
+typedef enum mock_after {
+  MOCK_AFTER_NEXT,       /* keep-alive: read the next request */
+  MOCK_AFTER_CLOSE,      /* close (FIN) once the writes are out */
+  MOCK_AFTER_RESET       /* reset (RST) once the writes are out */
+} mock_after;
+
+struct mock_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;             /* the generation's pace, ttft and pings */
+  http_parser parser;
+  mock_server *server;
+  mock_conn *prev, *next;
+  uint64_t number;
+  int open_handles;
+  unsigned closing : 1, in_parse : 1, message_done : 1, keep_alive : 1,
+      in_value : 1, discard : 1, expect_continue : 1, draining : 1;
+  mock_after after_drain;
+  int request_error;            /* a status to answer before anything else */
+  int header_kind;
+  char field[32];
+  size_t field_len;
+  const char *request_error_message;
+  mock_buf url, body, request_id, xmock;
+  mock_buf pending;             /* bytes read during a response, not parsed yet */
+  size_t pending_off;
+  unsigned writes_pending;
+  size_t queued_bytes;
+  mock_gen *gen;                /* the generation in progress, or NULL */
+};
+
+typedef struct mock_tool_call {
+  char *name;                   /* escaped */
+  size_t name_len;
+  mock_tokens *fragments;
+  uint64_t first_item;          /* item index of its header delta */
+} mock_tool_call;
+
+struct mock_gen {
+  mock_conn *conn;
+  mock_server *server;
+  mock_record *rec;
+  uint64_t serial;
+  int chat, stream, ndjson, chunked, fast;
+  double ns_per_item;
+  uint64_t t_headers, t_first, ttft_ns;
+  /* items: reasoning tokens, then content tokens or tool-call deltas */
+  uint64_t reasoning_count, content_count, total;
+  const mock_tokens *text;
+  mock_tokens *own_text, *reasoning;
+  mock_tool_call *calls;
+  size_t call_count;
+  char *keyword;                /* escaped */
+  size_t keyword_len;
+  uint64_t keyword_index;
+  uint64_t error_after, error_event, malformed_after, reset_after, close_after,
+      stall_after;
+  int malformed_done, ping_only, no_done, no_finish;
+  int include_usage, continuous_usage;
+  uint64_t ping_ns, next_ping;
+  const char *finish_reason;
+  uint64_t prompt_tokens;
+  char *model;                  /* escaped, as the client named it */
+  size_t model_len;
+  int64_t created;
+  int status;                   /* the status fault, or 0 */
+  char *error_body;
+  double retry_after;
+  /* pre-formatted pieces of a chunk */
+  mock_buf head;                /* [data: ]{"id":..,"choices":[ */
+  mock_buf content_open;        /* head + choice up to the token */
+  mock_buf content_close;       /* after the token up to the choices' ']' */
+  const char *event_end;        /* "\n\n" or "\n" */
+  size_t event_end_len;
+  size_t max_item;
+  /* progress */
+  int phase, role_sent, blocked, nonstream_action;
+  uint64_t emitted, nonstream_at;
+  size_t call_cursor;
+};
+
+/* conn.c */
+void mock_conn_parser_settings(http_parser_settings *settings);
+void mock_conn_accept(mock_server *s);
+void mock_conn_close(mock_conn *c, mock_after how);
+int mock_conn_write(mock_conn *c, const char *data, size_t len, uint32_t tokens);
+int mock_conn_write_owned(mock_conn *c, char *data, size_t len);
+mock_write *mock_conn_block(mock_conn *c);
+int mock_conn_write_block(mock_conn *c, mock_write *w, size_t off, size_t len,
+                          uint32_t tokens);
+void mock_conn_release_block(mock_server *s, mock_write *w);
+int mock_conn_respond(mock_conn *c, int status, const char *content_type,
+                      const char *body, size_t len, const char *extra_headers);
+int mock_conn_respond_error(mock_conn *c, int status, const char *type,
+                             const char *message, const char *extra_headers);
+void mock_conn_response_done(mock_conn *c, mock_after how);
+const char *mock_status_text(int status);
+
+/* request.c: parses the body and starts the generation (or answers). */
+void mock_request_start(mock_conn *c, int chat);
+const char *mock_error_type(int status);
+void mock_request_log(mock_server *s, const mock_record *r);
+
+/* gen.c */
+void mock_gen_begin(mock_gen *g);
+void mock_gen_on_timer(uv_timer_t *t);
+void mock_gen_on_drain(mock_gen *g);
+void mock_gen_free(mock_gen *g);
+void mock_gen_finish(mock_gen *g, int completed, mock_after how);
+
+#endif

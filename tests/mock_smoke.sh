@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Smoke test of sluice-mock with curl: every route and the main faults, and
+# what /stats says the mock saw. Usage: tests/mock_smoke.sh path/to/sluice-mock
+# Under a sanitizer build it also checks the shutdown was clean.
+set -euo pipefail
+
+MOCK=${1:?usage: mock_smoke.sh path/to/sluice-mock}
+WORK=$(mktemp -d)
+MOCK_PID=
+passed=0
+failed=0
+
+cleanup() {
+  if [[ -n $MOCK_PID ]] && kill -0 "$MOCK_PID" 2>/dev/null; then
+    kill -TERM "$MOCK_PID" 2>/dev/null || true
+    wait "$MOCK_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ok() { passed=$((passed + 1)); echo "ok   - $1"; }
+not_ok() {
+  failed=$((failed + 1))
+  echo "FAIL - $1"
+  [[ -n ${2:-} ]] && printf '       %s\n' "${2:0:600}"
+  return 0
+}
+# check NAME COMMAND...: passes when the command succeeds.
+check() {
+  local name=$1
+  shift
+  if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+contains() { [[ $1 == *"$2"* ]]; }
+lacks() { [[ $1 != *"$2"* ]]; }
+count() { grep -o -- "$2" <<<"$1" | wc -l | tr -d ' '; }
+
+"$MOCK" --port 0 --tokens-per-sec 50 >"$WORK/out" 2>"$WORK/err" &
+MOCK_PID=$!
+for _ in $(seq 100); do
+  grep -q 'listening on' "$WORK/out" 2>/dev/null && break
+  sleep 0.05
+done
+PORT=$(sed -n 's|^sluice-mock listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$WORK/out")
+if [[ -z $PORT ]]; then
+  echo "sluice-mock did not start:"
+  cat "$WORK/out" "$WORK/err"
+  exit 1
+fi
+BASE=http://127.0.0.1:$PORT
+CHAT=$BASE/v1/chat/completions
+
+c() { curl -s --max-time 10 "$@" || true; }
+# The /stats record of a request id (records hold no nested objects).
+record() { c "$BASE/stats" | grep -o "{\"id\":\"$1\"[^}]*}" || true; }
+# Polls until the record of $1 contains $2 (the mock notices at once; the
+# client's own exit may take a moment).
+wait_record() {
+  local r
+  for _ in $(seq 50); do
+    r=$(record "$1")
+    contains "$r" "$2" && break
+    sleep 0.02
+  done
+  printf '%s' "$r"
+}
+
+# ---- plain routes ----------------------------------------------------------
+
+out=$(c "$BASE/v1/models")
+check "GET /v1/models" contains "$out" '{"object":"list","data":[{"id":"mock-model","object":"model","owned_by":"sluice-mock"}]}'
+check "GET /health" [ "$(c "$BASE/health")" = ok ]
+out=$(c -w '\n%{http_code}' "$BASE/no/such/path")
+check "unknown path is 404 with an OpenAI error" \
+  contains "$out" '"type":"not_found_error","code":404}}'$'\n''404'
+out=$(c -w '\n%{http_code}' "$CHAT" -d '{"messages": [')
+check "bad JSON body is 400" contains "$out" '"type":"invalid_request_error","code":400}}'$'\n''400'
+
+# ---- generation ------------------------------------------------------------
+
+out=$(c "$CHAT" -H 'X-Request-Id: plain-1' -d '{"model":"m1","messages":[{"role":"user","content":"say five words"}],"max_tokens":5,"mock":{"tokens_per_sec":0}}')
+check "non-streaming chat" contains "$out" '"object":"chat.completion","created":'
+check "non-streaming chat text, finish_reason, usage" contains "$out" \
+  '"message":{"role":"assistant","content":"The old mill stood where"},"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}'
+
+headers=$WORK/headers
+out=$(c -N -D "$headers" "$CHAT" -d '{"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}],"max_tokens":6,"mock":{"tokens_per_sec":200}}')
+check "stream: SSE headers" grep -qi '^content-type: text/event-stream' "$headers"
+check "stream: X-Request-Id header" grep -qi '^x-request-id: chatcmpl-[0-9]' "$headers"
+check "stream: role chunk first" contains "$(head -1 <<<"$out")" '"delta":{"role":"assistant","content":""}'
+check "stream: 6 content chunks" [ "$(count "$out" '"delta":{"content":')" = 6 ]
+check "stream: finish chunk" contains "$out" '"delta":{},"logprobs":null,"finish_reason":"length"}]}'
+check "stream: usage chunk" contains "$out" '"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":6,"total_tokens":7}}'
+check "stream: ends with [DONE]" [ "$(tail -1 <<<"$out")" = 'data: [DONE]' ]
+
+out=$(c -N "$BASE/v1/completions" -d '{"stream":true,"prompt":"one two","max_tokens":3,"mock":{"tokens_per_sec":0}}')
+check "completions stream" [ "$(count "$out" '"object":"text_completion"')" = 4 ]
+
+out=$(c -N "$CHAT" -H 'X-Mock: {"text":"Hi, you.","tokens_per_sec":0}' -d '{"stream":true,"mock":{"text":"ignored","no_done":true}}')
+check "X-Mock header wins; mock.text ends with stop" \
+  [ "$(grep -o '"content":"[^"]*"' <<<"$out" | tr '\n' '|')" = '"content":""|"content":"Hi"|"content":","|"content":" you"|"content":"."|' ]
+check "mock.text finish_reason stop, no_done from the body" bash -c \
+  '[[ $1 == *"\"finish_reason\":\"stop\""* && $1 != *"[DONE]"* ]]' _ "$out"
+
+# two requests on one connection: keep-alive after a complete stream
+c -N -o /dev/null "$CHAT" -H 'X-Request-Id: ka-1' -d '{"stream":true,"max_tokens":2}' \
+  --next -s -N -o /dev/null "$CHAT" -H 'X-Request-Id: ka-2' -d '{"stream":true,"max_tokens":2}'
+conn1=$(record ka-1 | grep -o '"conn":[0-9]*')
+conn2=$(record ka-2 | grep -o '"conn":[0-9]*')
+check "keep-alive: both streams on one connection" [ -n "$conn1" -a "$conn1" = "$conn2" ]
+
+# pipelined requests written at once
+body='{"prompt":"x","max_tokens":2,"mock":{"tokens_per_sec":0}}'
+exec 3<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'GET /health HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%sGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' \
+  "${#body}" "$body" >&3
+out=$(timeout 5 cat <&3 || true)
+exec 3<&-
+check "pipelined requests answered in order" \
+  [ "$(grep -o 'HTTP/1.1 200 OK' <<<"$out" | wc -l)" = 3 -a "$(count "$out" '"object":"text_completion"')" = 1 ]
+
+out=$(c "$BASE/v1/completions" -H 'Transfer-Encoding: chunked' -d '{"prompt":"chunked body","max_tokens":1,"mock":{"tokens_per_sec":0}}')
+check "chunked request body" contains "$out" '"prompt_tokens":2,'
+
+# ---- faults ----------------------------------------------------------------
+
+out=$(c -D "$headers" -w '\n%{http_code}' "$CHAT" -d '{"stream":true,"mock":{"status":429}}')
+check "status fault: 429 with an OpenAI error body" \
+  contains "$out" '{"error":{"message":"mock error 429","type":"rate_limit_error","code":429}}'$'\n''429'
+check "status fault: JSON content type" grep -qi '^content-type: application/json' "$headers"
+
+set +e
+out=$(curl -s -N --max-time 10 "$CHAT" -H 'X-Request-Id: err-1' -d '{"stream":true,"mock":{"error_after":3,"tokens_per_sec":0}}')
+rc=$?
+set -e
+check "error_after: 3 tokens, then the error event" bash -c \
+  '[[ $(grep -c "\"delta\":{\"content\":" <<<"$1") == 3 && $(tail -1 <<<"$1") == "data: {\"error\":{\"message\":\"mock error after 3 tokens\",\"type\":\"internal_error\",\"code\":500}}" ]]' _ "$out"
+check "error_after: no [DONE], response ended properly" bash -c '[[ $1 != *"[DONE]"* && $2 == 0 ]]' _ "$out" "$rc"
+
+set +e
+out=$(curl -s -N --max-time 10 "$CHAT" -d '{"stream":true,"max_tokens":4,"mock":{"error_event":1,"tokens_per_sec":0}}')
+set -e
+check "error_event: event: error" contains "$out" $'event: error\ndata: {"error":'
+
+out=$(c -N "$CHAT" -d '{"stream":true,"max_tokens":3,"mock":{"malformed_after":1,"tokens_per_sec":0}}')
+check "malformed_after: broken event, then the stream goes on" bash -c \
+  '[[ $1 == *"data: {\"id\":\"broken\", \"choices\": ["* && $1 == *"data: [DONE]"* ]]' _ "$out"
+
+set +e
+curl -s -N --max-time 1 -o /dev/null "$CHAT" -H "X-Request-Id: stall-$$" -d '{"stream":true,"mock":{"stall_after":2}}'
+rc=$?
+set -e
+check "stall: curl timed out" [ "$rc" = 28 ]
+r=$(wait_record "stall-$$" '"client_closed":true')
+check "stall: /stats client_closed and aborted" contains "$r" '"client_closed":true,"aborted":true'
+check "stall: /stats closed_at and close_notice_us set" bash -c \
+  '[[ $1 == *"\"closed_at\":"[0-9]* && $1 == *"\"close_notice_us\":"[0-9]* && $1 == *"\"tokens_sent\":2,"* ]]' _ "$r"
+check "stall: fault recorded, not completed" contains "$r" '"fault":"stall_after"'
+check "stall: 'Aborted request' logged" grep -q "^Aborted request stall-$$" "$WORK/err"
+
+set +e
+out=$(curl -s -N --max-time 1 "$CHAT" -H "X-Request-Id: kw-$$" -d '{"stream":true,"max_tokens":1000,"mock":{"tokens_per_sec":20,"keyword":" QED","keyword_at":4}}')
+set -e
+check "keyword: streamed at its position" [ "$(grep -o '"content":"[^"]*"' <<<"$out" | sed -n 6p)" = '"content":" QED"' ]
+r=$(wait_record "kw-$$" '"client_closed":true')
+check "keyword: keyword_at and stop_latency_us recorded" bash -c \
+  '[[ $1 == *"\"keyword_at\":"[0-9]*.[0-9]* && $1 == *"\"stop_latency_us\":"[0-9]* ]]' _ "$r"
+
+set +e
+curl -s -N --max-time 10 -o "$WORK/reset" "$CHAT" -H "X-Request-Id: reset-$$" -d '{"stream":true,"mock":{"reset_after":2,"tokens_per_sec":0}}'
+rc=$?
+set -e
+check "reset_after: curl sees a reset (56)" [ "$rc" = 56 ]
+check "reset_after: 2 tokens before it" [ "$(grep -c '"delta":{"content":' "$WORK/reset")" = 2 ]
+check "reset_after: recorded" contains "$(record "reset-$$")" '"fault":"reset_after"'
+
+set +e
+curl -s -N --max-time 10 -o "$WORK/close" "$CHAT" -d '{"stream":true,"mock":{"close_after":1,"tokens_per_sec":0}}'
+rc=$?
+set -e
+check "close_after: curl sees a cut-off body (18)" [ "$rc" = 18 ]
+
+out=$(c -N "$CHAT" -d '{"stream":true,"mock":{"tokens_per_sec":0,"tool_calls":[{"name":"get_weather","arguments":"{\"city\": \"Paris\", \"unit\": \"C\"}"}]}}')
+args=$(grep -o '"arguments":"[^"\\]*\(\\.[^"\\]*\)*"' <<<"$out" | sed 's/^"arguments":"//; s/"$//' | tr -d '\n')
+check "tool_calls: header delta" contains "$out" '"delta":{"tool_calls":[{"index":0,"id":"call_0","type":"function","function":{"name":"get_weather","arguments":""}}]}'
+check "tool_calls: argument fragments join up" [ "$args" = '{\"city\": \"Paris\", \"unit\": \"C\"}' ]
+check "tool_calls: finish_reason tool_calls" contains "$out" '"finish_reason":"tool_calls"'
+
+out=$(c -N -D "$headers" "$CHAT" -d '{"stream":true,"max_tokens":3,"mock":{"ndjson":true,"tokens_per_sec":0}}')
+check "ndjson: content type" grep -qi '^content-type: application/x-ndjson' "$headers"
+check "ndjson: one JSON object a line, no SSE" bash -c \
+  '[[ $(grep -c "^{\"id\":\"chatcmpl-" <<<"$1") == 5 && $1 != *"data:"* ]]' _ "$out"
+
+out=$(c -N "$CHAT" -d '{"stream":true,"max_tokens":2,"mock":{"reasoning":"Hmm.","tokens_per_sec":0}}')
+check "reasoning before content" [ "$(grep -o '"delta":{"[a-z_]*"' <<<"$out" | tr '\n' ' ')" = \
+  '"delta":{"role" "delta":{"reasoning_content" "delta":{"reasoning_content" "delta":{"content" "delta":{"content" ' ]
+
+# ---- stats -----------------------------------------------------------------
+
+out=$(c "$BASE/stats")
+check "stats: counters" bash -c '[[ $1 =~ \"active\":0,\"connections_open\":1,\"connections_total\":[0-9]+\}$ ]]' _ "$out"
+check "stats: reset" [ "$(c -X POST "$BASE/stats/reset")" = '{"ok":true}' ]
+check "stats: empty after reset" contains "$(c "$BASE/stats")" '{"requests":[],'
+
+# ---- shutdown --------------------------------------------------------------
+
+kill -TERM "$MOCK_PID"
+set +e
+wait "$MOCK_PID"
+rc=$?
+set -e
+MOCK_PID=
+check "SIGTERM: clean exit" [ "$rc" = 0 ]
+if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/err"; then
+  not_ok "no sanitizer reports" "$(grep -E -A5 'Sanitizer|runtime error' "$WORK/err" | head -20)"
+else
+  ok "no sanitizer reports"
+fi
+
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]

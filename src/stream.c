@@ -17,6 +17,7 @@
 #define QUEUE_LOW (256u << 10)    /* resume it below this */
 #define ERROR_BODY_MAX (64u << 10)
 #define RECORD_HEADER 12
+#define MANY_STREAMS 256
 
 static void free_handle(uv_handle_t *h) { free(h); }
 
@@ -24,7 +25,7 @@ static int buf_reserve(sl_buf *b, size_t extra) {
   size_t need = b->len + extra, cap;
   char *p;
   if (need <= b->cap) return 0;
-  cap = b->cap ? b->cap : 4096;
+  cap = b->cap ? b->cap : 512;  /* most buffers stay small; 10,000 streams add up */
   while (cap < need) cap *= 2;
   p = realloc(b->p, cap);
   if (!p) return -1;
@@ -436,6 +437,9 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
   curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->req_headers);
   curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  /* Many live streams are each slow, and curl's receive buffer is most of a
+     stream's memory: give them 4 KiB instead of 16 KiB. */
+  if (rt->net.transfers >= MANY_STREAMS) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
   if (o->body) {
     s->req_body = malloc(o->body_len ? o->body_len : 1);
     if (!s->req_body) {

@@ -13,7 +13,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
+#include "curl_dl.h"
 #include <lauxlib.h>
 #include <lualib.h>
 
@@ -126,8 +126,11 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--version") == 0) {
+      char err[256];
       printf("sluice %s (%s, libcurl %s, libuv %s)\n", SLUICE_VERSION, LUA_RELEASE,
-             curl_version_info(CURLVERSION_NOW)->version, uv_version_string());
+             sl_curl_load(err, sizeof err) == 0 ? curl_version_info(CURLVERSION_NOW)->version
+                                                : "not found",
+             uv_version_string());
       return 0;
     } else if (strcmp(argv[i], "-e") == 0) {
       if (++i >= argc) {
@@ -155,8 +158,7 @@ int main(int argc, char **argv) {
 
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK ||
-      sl_runtime_init(&rt) != 0) {
+  if (sl_runtime_init(&rt) != 0) {
     fprintf(stderr, "%s: cannot initialise the runtime\n", progname);
     return 1;
   }
@@ -182,7 +184,6 @@ int main(int argc, char **argv) {
   if (status != LUA_OK) {
     if (status > 0) fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
     sl_runtime_close(&rt);
-    curl_global_cleanup();
     return 1;
   }
   nargs = 0;
@@ -190,7 +191,7 @@ int main(int argc, char **argv) {
     for (i = script + 1; i < argc; i++, nargs++) lua_pushstring(L, argv[i]);
   status = sl_runtime_run(&rt, nargs);
   sl_runtime_close(&rt);
-  curl_global_cleanup();
+  sl_curl_unload();
   fflush(stdout);
   return status;
 }

@@ -102,16 +102,25 @@ int sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done) {
   l->uv = uv;
   l->on_done = on_done;
   l->transfers = 0;
+  l->multi = NULL;
   l->timer = malloc(sizeof *l->timer);
   if (!l->timer) return -1;
   if (uv_timer_init(uv, l->timer) != 0) {
     free(l->timer);
+    l->timer = NULL;
     return -1;
   }
   l->timer->data = l;
+  return 0;
+}
+
+/* The multi handle (and libcurl itself) come with the first transfer. */
+int sl_loop_ensure(sl_loop *l, char *err, size_t n) {
+  if (l->multi) return 0;
+  if (sl_curl_load(err, n) != 0) return -1;
   l->multi = curl_multi_init();
   if (!l->multi) {
-    uv_close((uv_handle_t *)l->timer, free_handle);
+    snprintf(err, n, "curl_multi_init failed");
     return -1;
   }
   curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, cb_socket);

@@ -6,7 +6,8 @@
 #ifndef SL_LOOP_H
 #define SL_LOOP_H
 
-#include <curl/curl.h>
+#include "curl_dl.h"
+#include <stddef.h>
 #include <uv.h>
 
 typedef void (*sl_done_fn)(void *priv, CURLcode result);
@@ -21,6 +22,8 @@ typedef struct sl_loop {
 
 int  sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done);
 void sl_loop_close(sl_loop *l);
+/* Loads libcurl and creates the multi handle on first use; -1 with err set. */
+int  sl_loop_ensure(sl_loop *l, char *err, size_t n);
 int  sl_loop_add(sl_loop *l, CURL *easy);
 void sl_loop_remove(sl_loop *l, CURL *easy);
 void sl_loop_kick(sl_loop *l);

@@ -179,7 +179,9 @@ static sl_stream *new_stream(lua_State *L, int fetch) {
   sl_stream_opts o;
   sl_stream **ud;
   const char *err = NULL;
+  char why[256];
   lua_settop(L, 1);
+  if (sl_loop_ensure(&rt->net, why, sizeof why) != 0) luaL_error(L, "%s", why);
   read_opts(L, &o, fetch);  /* may leave the encoded JSON body at index 2 */
   ud = lua_newuserdatauv(L, sizeof *ud, 0);  /* exists before the transfer */
   *ud = NULL;

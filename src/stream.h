@@ -7,7 +7,7 @@
 #define SL_STREAM_H
 
 #include <stdint.h>
-#include <curl/curl.h>
+#include "curl_dl.h"
 
 #include "ndjson.h"
 #include "task.h"

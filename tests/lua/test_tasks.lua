@@ -91,13 +91,14 @@ T.case("sluice.first returns the winner and cancels the others upstream", functi
 end)
 
 T.case("two tasks cannot read one stream at once", function()
-  local s = T.open({ tokens_per_sec = 20 }, { body = { max_tokens = 50 } })
+  local s = T.open({ ttft = 5 }, { body = { max_tokens = 50 } })  -- nothing arrives for 5 s
   local reader = sluice.spawn(function() return s:next() end)
-  sluice.sleep(0)
+  sluice.sleep(0.01)
   local ok, err = pcall(s.next, s)
   T.ok(not ok and err:find("already being read"), "second reader refused")
-  reader:join()
   s:close()
+  local _, ev, rerr = reader:join()
+  T.ok(ev == nil and rerr.kind == "cancelled", "the first reader sees the close")
 end)
 
 T.case("a plain coroutine.yield in a task lets others run", function()

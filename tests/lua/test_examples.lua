@@ -1,0 +1,145 @@
+-- Every example, run as a user would run it (a child process pointed at the
+-- test's sluice-mock through OPENAI_BASE_URL); the mock's /stats proves each
+-- stopped request was stopped upstream: the server saw the client close and
+-- generated at most one token after what the script received.
+local sluice = require "sluice"
+local T = require "testlib"
+local mock = require "sluice.mock"
+
+local here = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "."
+local examples = here .. "/../../examples"
+local bin = assert(os.getenv("SLUICE_BIN"), "SLUICE_BIN")
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- Runs an example; returns its output, and asserts it exited with status 0.
+local function run(name, opts)
+  opts = opts or {}
+  local env = opts.own_mock and "-u OPENAI_BASE_URL" or ("OPENAI_BASE_URL=%s"):format(q(T.url .. "/v1"))
+  local cmd = ("env -u OPENAI_API_KEY -u OPENAI_MODEL %s %s %s/%s.lua %s 2>&1"):format(
+    env, q(bin), q(examples), name, opts.args or "")
+  if opts.stdin then cmd = "(" .. opts.stdin .. ") | " .. cmd end
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  if not ok then error(("%s exited with %s %s:\n%s"):format(name, how, code, out), 2) end
+  return out
+end
+
+-- The requests an example reported: { id, tokens, how } from its
+-- "[request ID] ...received N tokens, HOW" lines.
+local function reported(out)
+  local list = {}
+  for id, n, how in out:gmatch("%[request (%S+)%] [^\n]-received (%d+) tokens, ([^\n]*)") do
+    list[#list + 1] = { id = id, tokens = tonumber(n), how = how }
+  end
+  return list
+end
+
+-- Checks every reported request against the mock; returns them by reason.
+local function check_upstream(out, expected)
+  local list = reported(out)
+  T.eq(#list, expected, "requests reported")
+  local reasons = {}
+  for _, r in ipairs(list) do
+    local stopped = r.how:match("^stopped by (.*)$")
+    if stopped then
+      local rec = T.wait_record(r.id, function(x) return x.client_closed end)
+      T.ok(rec.aborted, r.id .. ": the mock aborted the request")
+      T.ok(not rec.completed, r.id .. ": not completed")
+      T.le(rec.tokens_sent - r.tokens, 1, r.id .. ": tokens generated after the stop")
+      T.contains(T.mock_log(), "Aborted request " .. r.id, "mock log")
+      reasons[#reasons + 1] = stopped
+    else
+      T.contains(r.how, "finished on its own", r.id)
+      local rec = T.wait_record(r.id, function(x) return x.completed end)
+      T.eq(rec.tokens_sent, r.tokens, r.id .. ": all tokens received")
+    end
+  end
+  return reasons, list
+end
+
+T.case("stop_after_tokens", function()
+  local out = run("stop_after_tokens")
+  local reasons, list = check_upstream(out, 1)
+  T.eq(reasons[1], "max_tokens:200", "reason")
+  T.eq(list[1].tokens, 200, "tokens received")
+  T.contains(out, "after the stop; noticed the disconnect", "the example reports what the server saw")
+end)
+
+T.case("stop_on_keyword", function()
+  local out = run("stop_on_keyword")
+  local reasons = check_upstream(out, 1)
+  T.eq(reasons[1], 'stop_on:"Q.E.D."', "reason")
+  T.contains(out, 'spread over 6 chunks', "split across chunks")
+end)
+
+T.case("stop_button", function()
+  local t0 = sluice.now()
+  local out = run("stop_button", { stdin = "sleep 0.5; echo" })
+  local reasons, list = check_upstream(out, 1)
+  T.eq(reasons[1], "stop button", "reason")
+  T.ok(list[1].tokens >= 5 and list[1].tokens < 40, "stopped after about 0.5 s of tokens: " .. list[1].tokens)
+  T.le(sluice.now() - t0, 5, "seconds")
+end)
+
+T.case("deadlines", function()
+  local out = run("deadlines")
+  local reasons = check_upstream(out, 2)
+  T.eq(reasons[1], "ttft:0.5s", "ttft")
+  T.eq(reasons[2], "idle:0.5s", "idle")
+end)
+
+T.case("concurrent", function()
+  local out = run("concurrent")
+  local reasons = check_upstream(out, 5)
+  table.sort(reasons)
+  T.eq(table.concat(reasons, ","), 'deadline:1s,max_chars:300,max_tokens:50,stop_on:"QED"', "reasons")
+  T.contains(out, "finish: length", "the one without a policy finished")
+end)
+
+T.case("race", function()
+  local out = run("race")
+  local reasons, list = check_upstream(out, 2)
+  T.eq(reasons[1], "lost the race", "the loser was cancelled")
+  T.contains(out, "winner: ", "a winner")
+  T.contains(list[2].how, "finished on its own", "the winner finished")
+end)
+
+T.case("repetition_guard", function()
+  local out = run("repetition_guard")
+  local reasons = check_upstream(out, 1)
+  T.contains(reasons[1], 'repetition:"I need to check the first step again."', "reason")
+end)
+
+T.case("an example without OPENAI_BASE_URL starts and stops its own mock", function()
+  local out = run("stop_after_tokens", { own_mock = true })
+  T.contains(out, "stopped by max_tokens:200", "ran")
+  T.contains(out, "server: generated 200 tokens", "read its own mock's /stats")
+end)
+
+T.case("mock.start and stop", function()
+  local server = mock.start { tokens_per_sec = 0, quiet = true }
+  T.ok(server.url:match("^http://127%.0%.0%.1:%d+/v1$"), "url " .. server.url)
+  local st = server.stats()
+  T.eq(#st.requests, 0, "a fresh mock")
+  local pid = server.pid
+  T.ok(os.execute("kill -0 " .. pid .. " 2>/dev/null"), "running")
+  server.stop()
+  -- gone, or a zombie waiting for whoever adopted it to reap it
+  local function alive()
+    local f = io.open("/proc/" .. pid .. "/stat")
+    if not f then return false end
+    local stat = f:read("a")
+    f:close()
+    return not stat:match("^%d+ %b() Z")
+  end
+  local gone = false
+  for _ = 1, 100 do
+    if not alive() then gone = true break end
+    sluice.sleep(0.01)
+  end
+  T.ok(gone, "stopped")
+end)
+
+T.done()

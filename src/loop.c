@@ -12,6 +12,7 @@
 typedef struct sl_socket {
   uv_poll_t poll;
   curl_socket_t fd;
+  int events;       /* what curl asked us to watch */
   sl_loop *loop;
 } sl_socket;
 
@@ -36,13 +37,20 @@ static void on_uv_socket(uv_poll_t *h, int status, int events) {
   sl_socket *sock = h->data;
   sl_loop *l = sock->loop;
   int flags = 0, running;
-  if (status < 0)
-    flags = CURL_CSELECT_ERR;
-  else {
+  if (status < 0) {
+    /* POLLERR (a reset, say): libuv stops the handle. Telling curl
+       CURL_CSELECT_ERR would fail the transfer without reading the data
+       already received; let its recv/send read that and report the error. */
+    flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
+  } else {
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   }
   curl_multi_socket_action(l->multi, sock->fd, flags, &running);
+  /* The handle is freed only in its close callback, so it is safe to look at.
+     Still watched by curl after an error: watch again, or curl would wait. */
+  if (status < 0 && !uv_is_closing((uv_handle_t *)h) && sock->events)
+    uv_poll_start(h, sock->events, on_uv_socket);
   check_multi_info(l);
 }
 
@@ -82,6 +90,7 @@ static int cb_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   }
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  sock->events = events;
   if (uv_poll_start(&sock->poll, events, on_uv_socket) != 0) return -1;
   return 0;
 }

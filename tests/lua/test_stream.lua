@@ -102,6 +102,8 @@ T.case("connection reset mid-stream is a transport error, not a silent end", fun
   end
   T.ok(err, "an error, not a clean end")
   T.eq(err.kind, "transport", "kind")
+  T.contains(err.message, "reset", "message")
+  T.eq(n, 6, "events received before the reset (role chunk + 5 tokens): none lost")
 end)
 
 T.case("abrupt close mid-stream is a transport error", function()

@@ -166,16 +166,22 @@ function T.read_tokens(s, n)
 end
 
 -- The closing guarantee as the server sees it: the mock noticed the client
--- close, soon after `stopped_at` (sluice.now() when the script decided to
--- stop), and generated at most one token after the `seen` the script had.
-function T.assert_stopped(id, seen, stopped_at)
+-- close soon after `stopped_at` (sluice.now() when the script decided to
+-- stop; the mock's clock is the same) and generated at most one token after
+-- it. `interval` is the mock's time between tokens (default 10 ms, 100/s).
+-- Without stopped_at: at most one token beyond the `seen` the script had.
+function T.assert_stopped(id, seen, stopped_at, interval)
   local rec = T.wait_record(id, function(r) return r.client_closed end)
   T.ok(rec.aborted, "mock logged the abort")
   T.ok(not rec.completed, "response not completed")
-  T.le(rec.tokens_sent - seen, 1, "tokens generated after the stop")
   T.ok(rec.closed_at, "closed_at recorded")
   if stopped_at then
+    -- Two tokens after the stop would put the last one an interval past it.
+    T.le(rec.last_token_at - stopped_at, (interval or 0.01) * 0.9,
+         "last token after the stop (s): at most one token generated after it")
     T.le(rec.closed_at - stopped_at, 0.5, "seconds from the stop to the mock noticing it")
+  else
+    T.le(rec.tokens_sent - seen, 1, "tokens generated after the stop")
   end
   T.contains(T.mock_log(), "Aborted request " .. id, "mock log")
   return rec

@@ -18,8 +18,18 @@
 #define STREAM_MT "sluice.stream"
 #define DEFAULT_MAX_EVENT (8u << 20)
 
+/* The hot methods (next, next_text, the events() iterator) carry these
+   upvalues, so a stream check and an event's fields need no string lookups. */
+enum { UP_META = 1, UP_DATA, UP_EVENT, UP_ID, UP_MESSAGE, UP_ITER, N_UP };
+
 static sl_stream *check_stream(lua_State *L, int i) {
-  sl_stream **ud = luaL_checkudata(L, i, STREAM_MT);
+  sl_stream **ud = lua_touserdata(L, i);
+  int fast = ud && lua_getmetatable(L, i);
+  if (fast) {
+    fast = lua_rawequal(L, -1, lua_upvalueindex(UP_META));
+    lua_pop(L, 1);
+  }
+  if (!fast) ud = luaL_checkudata(L, i, STREAM_MT);
   if (!*ud) luaL_error(L, "attempt to use a released stream");
   return *ud;
 }
@@ -200,15 +210,18 @@ static int l_stream(lua_State *L) {
 
 static void push_event(lua_State *L, sl_stream *s, const sl_event *ev) {
   lua_createtable(L, 0, 3);
+  lua_pushvalue(L, lua_upvalueindex(UP_DATA));
   lua_pushlstring(L, ev->data, ev->data_len);
-  lua_setfield(L, -2, "data");
+  lua_rawset(L, -3);
   if (s->framing == SL_FRAMING_SSE) {
+    lua_pushvalue(L, lua_upvalueindex(UP_EVENT));
     if (ev->event_len) lua_pushlstring(L, ev->event, ev->event_len);
-    else lua_pushliteral(L, "message");
-    lua_setfield(L, -2, "event");
+    else lua_pushvalue(L, lua_upvalueindex(UP_MESSAGE));
+    lua_rawset(L, -3);
     if (ev->id_len) {
+      lua_pushvalue(L, lua_upvalueindex(UP_ID));
       lua_pushlstring(L, ev->id, ev->id_len);
-      lua_setfield(L, -2, "id");
+      lua_rawset(L, -3);
     }
   }
 }
@@ -326,7 +339,7 @@ static int l_iter(lua_State *L) {
 
 static int l_events(lua_State *L) {
   check_stream(L, 1);
-  lua_pushcfunction(L, l_iter);
+  lua_pushvalue(L, lua_upvalueindex(UP_ITER));
   lua_pushvalue(L, 1);
   lua_pushnil(L);
   lua_pushvalue(L, 1);  /* to-be-closed: leaving the loop early closes it */
@@ -486,13 +499,27 @@ static const luaL_Reg stream_methods[] = {
 static const luaL_Reg stream_meta[] = {
     {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
 
+static void push_upvalues(lua_State *L, int meta) {
+  lua_pushvalue(L, meta);
+  lua_pushliteral(L, "data");
+  lua_pushliteral(L, "event");
+  lua_pushliteral(L, "id");
+  lua_pushliteral(L, "message");
+}
+
 void sl_open_stream(lua_State *L) {
+  int meta;
   luaL_newmetatable(L, STREAM_MT);
+  meta = lua_gettop(L);
   luaL_setfuncs(L, stream_meta, 0);
   lua_pushcfunction(L, l_close);  /* __close only cancels; __gc frees */
   lua_setfield(L, -2, "__close");
-  luaL_newlib(L, stream_methods);
-  lua_setfield(L, -2, "__index");
+  luaL_newlibtable(L, stream_methods);
+  push_upvalues(L, meta);
+  push_upvalues(L, meta);
+  lua_pushcclosure(L, l_iter, N_UP - 2);  /* the iterator: upvalues 1..5 */
+  luaL_setfuncs(L, stream_methods, N_UP - 1);
+  lua_setfield(L, meta, "__index");
   lua_pop(L, 1);
   /* module functions: the module table is on the top */
   lua_pushcfunction(L, l_stream);

@@ -239,6 +239,15 @@ static step fill(mock_gen *g, char *dst, size_t cap, uint64_t now, size_t *out_l
     d = put_item(g, d, k, keyword);
     g->emitted = k + 1;
     (*items)++;
+    if (*keyword && g->ns_per_item > 0) {
+      /* A paced stream that fell behind catches up in bursts, but never past
+         the keyword: the next token is due one interval after it, so "tokens
+         after the keyword" counts only what the client let the server make. */
+      g->t_first = now - (uint64_t)((double)k * g->ns_per_item);
+      st = STEP_WAIT;
+      *wake = now + (uint64_t)g->ns_per_item;
+      break;
+    }
   }
   if (st == STEP_WAIT && g->ping_ns && g->next_ping < *wake)
     *wake = g->next_ping;

@@ -21,6 +21,7 @@ static const char usage_text[] =
   "  --max-tokens N        tokens when a request sets no max_tokens (default 200)\n"
   "  --model NAME          model name served (default mock-model)\n"
   "  --quiet               no per-request log lines (aborts are always logged)\n"
+  "  --busy-poll           never sleep in the event loop: spins a CPU, for latency benchmarks\n"
   "  --help                this text\n"
   "Prints \"sluice-mock listening on http://HOST:PORT\" once ready.\n"
   "Per-request behaviour: a \"mock\" object in the body or an X-Mock header.\n";
@@ -56,6 +57,10 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
     }
     if (strcmp(arg, "--quiet") == 0) {
       cfg->quiet = 1;
+      continue;
+    }
+    if (strcmp(arg, "--busy-poll") == 0) {
+      cfg->busy_poll = 1;
       continue;
     }
     char *eq = strchr(arg, '=');
@@ -209,7 +214,7 @@ static void free_server(mock_server *s) {
 }
 
 int main(int argc, char **argv) {
-  mock_config cfg = {"127.0.0.1", 0, 50, 0, NULL, 200, "mock-model", 0};
+  mock_config cfg = {"127.0.0.1", 0, 50, 0, NULL, 200, "mock-model", 0, 0};
   int rc = parse_args(argc, argv, &cfg);
   if (rc != 0)
     return rc > 0 ? 0 : 2;
@@ -260,7 +265,13 @@ int main(int argc, char **argv) {
   uv_signal_start(&s->sigint, on_signal, SIGINT);
   uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 
-  uv_run(&loop, UV_RUN_DEFAULT);
+  if (cfg.busy_poll) {
+    /* Polls without sleeping, so noticing a disconnect costs no wake-up. */
+    while (uv_run(&loop, UV_RUN_NOWAIT) != 0) {
+    }
+  } else {
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
   rc = uv_loop_close(&loop);
   if (rc != 0)
     fprintf(stderr, "sluice-mock: loop not closed cleanly: %s\n", uv_strerror(rc));

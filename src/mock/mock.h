@@ -33,6 +33,7 @@ typedef struct mock_config {
   uint64_t max_tokens;
   const char *model;
   int quiet;
+  int busy_poll;          /* --busy-poll: spin instead of sleeping in poll */
 } mock_config;
 
 typedef struct mock_conn mock_conn;

@@ -153,6 +153,7 @@ static void finish_task(sl_task *t) {
   t->co_ref = LUA_NOREF;
   t->co = NULL;
   if (t == rt->main && t->failed) {
+    t->joined = 1;  /* reported here, not again as an unjoined task */
     fprintf(stderr, "sluice: %s\n", t->traceback ? t->traceback : "error");
     fflush(stderr);
     rt->exit_code = 1;

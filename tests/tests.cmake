@@ -19,3 +19,11 @@ endforeach()
 
 add_test(NAME mock.smoke COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/mock_smoke.sh $<TARGET_FILE:sluice-mock>)
 set_tests_properties(mock.smoke PROPERTIES TIMEOUT 60)
+
+# The installed tree works on its own: sluice finds lua/ next to it.
+add_test(NAME install.tree COMMAND sh -c
+  "d=$(mktemp -d) && cmake --install '${CMAKE_BINARY_DIR}' --prefix \"$d\" >/dev/null && \
+   cd / && \"$d/bin/sluice\" -e 'require \"sluice.openai\"; require \"sluice.policy\"; \
+   assert(require(\"sluice\").executable:find(\"/bin/sluice\", 1, true)); print(\"installed tree ok\")' && \
+   test -x \"$d/bin/sluice-mock\"; s=$?; rm -rf \"$d\"; exit $s")
+set_tests_properties(install.tree PROPERTIES PASS_REGULAR_EXPRESSION "installed tree ok")

@@ -1,0 +1,95 @@
+-- The `sluice` host: arguments as the stock lua sets them, -e, - (stdin),
+-- --help, --version, exit statuses, and error reports with a traceback.
+local T = require "testlib"
+
+local SLUICE = os.getenv("SLUICE_BIN")
+
+local function run(args, stdin)
+  local cmd = ("%q %s 2>&1"):format(SLUICE, args)
+  if stdin then cmd = ("printf '%%s' %q | %s"):format(stdin, cmd) end
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+local function script(src)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  return path
+end
+
+T.case("-e runs code", function()
+  local out, code = run([[-e 'print(1 + 1)']])
+  T.eq(out, "2\n", "output")
+  T.eq(code, 0, "status")
+end)
+
+T.case("a script gets arg and ... like the stock lua", function()
+  local path = script([[print(arg[0] == (...) and "" or "", #arg, arg[1], arg[2], select("#", ...), ...)]])
+  local out, code = run(("%q one two"):format(path))
+  T.eq(out, "\t2\tone\ttwo\t2\tone\ttwo\n", "arg table and varargs")
+  T.eq(code, 0, "status")
+  local out2 = run(("%q"):format(script([[print(arg[0], arg[-1] ~= nil)]])))
+  T.contains(out2, "true", "arg[-1] is the interpreter")
+  os.remove(path)
+end)
+
+T.case("- reads the script from stdin", function()
+  local out, code = run("- x", [[print("from stdin", arg[1], require("sluice").now() > 0)]])
+  T.eq(out, "from stdin\tx\ttrue\n", "output")
+  T.eq(code, 0, "status")
+end)
+
+T.case("--help and --version", function()
+  local out, code = run("--help")
+  T.contains(out, "usage:", "help")
+  T.eq(code, 0, "help status")
+  out, code = run("--version")
+  T.contains(out, "sluice ", "version")
+  T.contains(out, "libcurl", "version names libcurl")
+  T.eq(code, 0, "version status")
+end)
+
+T.case("bad usage exits 1 with the usage", function()
+  local out, code = run("--frobnicate")
+  T.contains(out, "unrecognized option", "message")
+  T.contains(out, "usage:", "usage shown")
+  T.eq(code, 1, "status")
+  out, code = run("")
+  T.eq(code, 1, "no script")
+end)
+
+T.case("a syntax error or a missing file exits 1 with the message", function()
+  local out, code = run(("%q"):format(script("local = 1")))
+  T.contains(out, "expected near '='", "syntax error")
+  T.eq(code, 1, "status")
+  out, code = run("/nonexistent/script.lua")
+  T.contains(out, "cannot open", "missing file")
+  T.eq(code, 1, "status")
+end)
+
+T.case("an uncaught error: message, traceback, status 1", function()
+  local out, code = run(("%q"):format(script([[
+local function inner() error("deep trouble") end
+local function outer() inner() end
+outer()]])))
+  T.contains(out, "deep trouble", "message")
+  T.contains(out, "stack traceback", "traceback")
+  T.contains(out, "in upvalue 'inner'", "the frame that raised")
+  T.ok(not out:find("never joined"), "reported once, not again as an unjoined task")
+  T.eq(code, 1, "status")
+  local out2, code2 = run([[-e 'error(require("sluice").error("http", "http status 503", 503))']])
+  T.contains(out2, "http: http status 503", "an error value prints with its __tostring")
+  T.eq(code2, 1, "status")
+end)
+
+T.case("an error in a task that nobody joins is reported, not lost", function()
+  local out, code = run([[-e 'local s = require "sluice"; s.spawn(function() error("lonely failure") end); s.sleep(0.01)']])
+  T.contains(out, "lonely failure", "reported on stderr")
+  T.eq(code, 0, "the main script still succeeded")
+end)
+
+T.done()

@@ -17,6 +17,7 @@
 
 #define STREAM_MT "sluice.stream"
 #define DEFAULT_MAX_EVENT (8u << 20)
+#define DEFAULT_MAX_BODY (64u << 20)
 
 /* The hot methods (next, next_text, the events() iterator) carry these
    upvalues, so a stream check and an event's fields need no string lookups. */
@@ -115,9 +116,9 @@ static void read_opts(lua_State *L, sl_stream_opts *o, int fetch) {
   else if (strcmp(framing, "raw") == 0) o->framing = SL_FRAMING_RAW;
   else luaL_error(L, "framing must be \"sse\", \"ndjson\" or \"raw\"");
 
-  lua_getfield(L, 1, "max_event_bytes");
-  o->max_event_bytes = lua_isnil(L, -1) ? DEFAULT_MAX_EVENT
-                                         : (size_t)luaL_checkinteger(L, -1);
+  lua_getfield(L, 1, "max_event_bytes");  /* for fetch: the whole body */
+  o->max_event_bytes = !lua_isnil(L, -1) ? (size_t)luaL_checkinteger(L, -1)
+                       : fetch ? DEFAULT_MAX_BODY : DEFAULT_MAX_EVENT;
   lua_pop(L, 1);
 
   lua_getfield(L, 1, "timeouts");

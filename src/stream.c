@@ -18,6 +18,7 @@
 #define ERROR_BODY_MAX (64u << 10)
 #define RECORD_HEADER 12
 #define MANY_STREAMS 256
+#define FD_RESERVE 32       /* fds kept for stdio, the loop, files the script opens */
 
 static void free_handle(uv_handle_t *h) { free(h); }
 
@@ -145,6 +146,13 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     size_t room = s->http_error ? ERROR_BODY_MAX - s->body.len : SIZE_MAX;
     if (!s->t_first_byte) s->t_first_byte = sl_now();
     s->bytes += n;
+    if (!s->http_error && s->body.len + n > s->max_event_bytes) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "response body larger than max_event_bytes (%zu)",
+               s->max_event_bytes);
+      set_abort(s, "limit", msg);
+      return 0;
+    }
     if (buf_append(&s->body, ptr, n < room ? n : room) != 0) {
       set_abort(s, "limit", "out of memory for the response body");
       return 0;
@@ -420,6 +428,14 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
     goto fail;
   }
   s->timer->data = s;
+  s->t_started = sl_now();
+  if (rt->fd_limit && (uint64_t)rt->net.transfers + FD_RESERVE >= rt->fd_limit) {
+    /* Say so, rather than let curl fail with a bare "couldn't connect". */
+    sl_stream_fail(s, "limit", "too many open streams for the open-file limit (%llu, "
+                   "raised as far as the hard limit allows): raise it with ulimit -Hn",
+                   (unsigned long long)rt->fd_limit);
+    return s;
+  }
   s->easy = e = curl_easy_init();
   if (!e) {
     *err = "cannot create a transfer";
@@ -462,7 +478,6 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
   if (o->proxy) curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
   if (o->connect > 0)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(o->connect * 1000));
-  s->t_started = sl_now();
   if (sl_loop_add(&rt->net, e) != 0) {
     *err = "cannot add the transfer to the loop";
     goto fail;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <lauxlib.h>
 
@@ -174,6 +175,11 @@ static void close_thread(lua_State *co, lua_State *from) {
 #endif
 }
 
+static int safe_tostring(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
 static void task_failed(sl_task *t, int cancelled) {
   sl_runtime *rt = t->rt;
   lua_State *L = rt->L, *co = t->co;
@@ -182,11 +188,18 @@ static void task_failed(sl_task *t, int cancelled) {
   if (cancelled) {  /* report the task's cancellation, whatever it raised */
     push_cancel_error(L, t);
   } else {
-    msg = luaL_tolstring(co, -1, NULL);
+    /* The message, without trusting the error object's __tostring. */
+    lua_pushcfunction(L, safe_tostring);
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "(error object is a %s value)", luaL_typename(co, -1));
+    }
+    msg = lua_tostring(L, -1);
     luaL_traceback(L, co, msg, 0);
     t->traceback = strdup(lua_tostring(L, -1));
-    lua_pop(L, 1);
-    lua_pop(co, 1);          /* the tostring */
+    lua_pop(L, 2);
     lua_pushvalue(co, -1);   /* the error value */
     lua_xmove(co, L, 1);
   }
@@ -223,13 +236,28 @@ static void resume_task(sl_task *t) {
       return;
     }
   }
+  if (t->bare_yield && t->cancelled) {
+    /* No sluice wait to raise from: close it where it stands (its <close>
+       variables run) and report it cancelled. */
+    release_streams(t, 1, t->cancel_reason);
+    close_thread(co, L);
+    t->failed = 1;
+    push_cancel_error(L, t);
+    t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    finish_task(t);
+    return;
+  }
+  t->bare_yield = 0;
   rt->current = t;
   st = lua_resume(co, L, nargs, &nres);
   rt->current = NULL;
   if (st == LUA_YIELD) {
     lua_pop(co, nres);
     /* A bare coroutine.yield() at task level: let the others run first. */
-    if (!t->wait_cleanup && !t->queued) sl_task_wake(t);
+    if (!t->wait_cleanup && !t->queued) {
+      t->bare_yield = 1;
+      sl_task_wake(t);
+    }
   } else if (st == LUA_OK) {
     int i;
     lua_createtable(L, nres + 1, 1);
@@ -247,10 +275,15 @@ static void resume_task(sl_task *t) {
   }
 }
 
+/* Resumes the tasks that were ready when the pass began; those woken meanwhile
+   wait for the next pass, so tasks that keep yielding cannot starve I/O. */
 static void on_check(uv_check_t *h) {
   sl_runtime *rt = h->data;
-  while (!sl_list_empty(&rt->ready) && !rt->stopping) {
+  sl_list *last = rt->ready.prev;
+  int more = !sl_list_empty(&rt->ready);
+  while (more && !rt->stopping) {
     sl_task *t = sl_container_of(rt->ready.next, sl_task, ready_node);
+    more = &t->ready_node != last;
     sl_list_remove(&t->ready_node);
     t->queued = 0;
     resume_task(t);
@@ -336,6 +369,11 @@ int sl_runtime_init(sl_runtime *rt) {
   sl_list_init(&rt->ready);
   sl_list_init(&rt->tasks);
   sl_list_init(&rt->streams);
+  {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+      rt->fd_limit = rl.rlim_cur;
+  }
   if (uv_loop_init(&rt->uv) != 0) return -1;
   if (sl_loop_init(&rt->net, &rt->uv, sl_stream_on_done) != 0) return -1;
   uv_check_init(&rt->uv, &rt->check);

@@ -9,6 +9,7 @@
 #define SL_TASK_H
 
 #include <lua.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "list.h"
@@ -28,7 +29,8 @@ struct sl_task {
   int result_ref;        /* registry: table.pack of results, or the error value */
   int nargs;             /* arguments waiting on co's stack for the first resume */
   unsigned started : 1, queued : 1, done : 1, failed : 1, cancelled : 1,
-      joined : 1, timer_fired : 1, has_userdata : 1;
+      joined : 1, timer_fired : 1, has_userdata : 1,
+      bare_yield : 1;     /* parked at a plain coroutine.yield(), not a wait */
   char *traceback;       /* of an uncaught error */
   char *cancel_reason;
   sl_wait_cleanup wait_cleanup;
@@ -58,6 +60,7 @@ struct sl_runtime {
   uv_idle_t idle;
   uv_signal_t sigint, sigterm;
   struct sl_stdin *input; /* sluice.read_line's reader, created on first use */
+  uint64_t fd_limit;     /* RLIMIT_NOFILE at start; 0 if unknown */
   int exit_code;
   int stopping;
 };

@@ -143,6 +143,33 @@ T.case("next(timeout) times out and the stream stays open", function()
   T.eq(s:state(), "done", "done")
 end)
 
+T.case("fetch caps the body at max_event_bytes", function()
+  local res, err = sluice.fetch { url = T.url .. "/v1/chat/completions", max_event_bytes = 1000,
+                                  json = T.chat({ tokens_per_sec = 0 }, { stream = false, max_tokens = 500 }) }
+  T.eq(res, nil, "no result")
+  T.eq(err.kind, "limit", "kind")
+  T.contains(err.message, "response body larger", "message")
+end)
+
+T.case("more streams than the open-file limit allows: a clear limit error", function()
+  local cmd = ("ulimit -n 80 && %q -e %q 2>&1"):format(os.getenv("SLUICE_BIN"), ([[
+    local sluice = require "sluice"
+    local ss, limited, msg = {}, 0, nil
+    for i = 1, 120 do ss[i] = sluice.stream { url = "URL/v1/chat/completions",
+      json = { model = "m", stream = true, max_tokens = 50, messages = {}, mock = { tokens_per_sec = 10 } } } end
+    for i = 1, 120 do
+      local ev, err = ss[i]:next()
+      if not ev and err and err.kind == "limit" then limited = limited + 1; msg = err.message end
+    end
+    print(limited, msg)]]):gsub("URL", T.url))
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  local n = tonumber(out:match("^(%d+)"))
+  T.ok(n and n > 0 and n < 120, "some streams refused, the others ran: " .. out)
+  T.contains(out, "open-file limit", "the message says why")
+end)
+
 T.case("bad options raise", function()
   T.ok(not pcall(sluice.stream, {}), "url required")
   T.ok(not pcall(sluice.stream, { url = T.url, framing = "xml" }), "framing checked")

@@ -15,6 +15,10 @@
 
 #define QUEUE_HIGH (1u << 20)     /* pause the transfer above this many bytes */
 #define QUEUE_LOW (256u << 10)    /* resume it below this */
+/* All queues together: past this, a stream that already has unread events is
+   paused (its data waits in the kernel's socket buffer, not in our memory). A
+   stream whose queue is empty is never paused, so every stream progresses. */
+#define QUEUES_HIGH (16u << 20)
 #define ERROR_BODY_MAX (64u << 10)
 #define RECORD_HEADER 12
 #define MANY_STREAMS 256
@@ -80,6 +84,7 @@ static int queue_push(sl_stream *s, const char *data, size_t dlen,
   if (dlen) memcpy(w, data, dlen);
   s->q.len += need;
   s->queued++;
+  s->rt->queued_bytes += need;
   return 0;
 }
 
@@ -100,10 +105,19 @@ int sl_stream_peek(sl_stream *s, sl_event *ev) {
 
 void sl_stream_pop(sl_stream *s) {
   uint32_t hdr[3];
+  size_t size, left;
   memcpy(hdr, s->q.p + s->qhead, RECORD_HEADER);
-  s->qhead += RECORD_HEADER + hdr[0] + hdr[1] + hdr[2];
-  if (--s->queued == 0) s->qhead = s->q.len = 0;
-  if (s->paused && s->easy && s->q.len - s->qhead < QUEUE_LOW) {
+  size = RECORD_HEADER + hdr[0] + hdr[1] + hdr[2];
+  s->qhead += size;
+  s->rt->queued_bytes -= size;
+  if (--s->queued == 0) {
+    s->qhead = s->q.len = 0;
+    /* With many streams, an idle one should not keep its largest burst. */
+    if (s->q.cap > 2048 && s->rt->net.transfers >= MANY_STREAMS) buf_free(&s->q);
+  }
+  left = s->q.len - s->qhead;
+  if (s->paused && s->easy &&
+      (left == 0 || (left < QUEUE_LOW && s->rt->queued_bytes < QUEUES_HIGH))) {
     s->paused = 0;
     curl_easy_pause(s->easy, CURLPAUSE_CONT);  /* may call cb_write at once */
     sl_loop_kick(&s->rt->net);
@@ -111,6 +125,7 @@ void sl_stream_pop(sl_stream *s) {
 }
 
 static void queue_clear(sl_stream *s) {
+  s->rt->queued_bytes -= s->q.len - s->qhead;
   s->qhead = s->q.len = 0;
   s->queued = 0;
 }
@@ -159,7 +174,8 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     }
     return n;
   }
-  if (s->q.len - s->qhead >= QUEUE_HIGH) {
+  if (s->q.len - s->qhead >= QUEUE_HIGH ||
+      (s->queued > 0 && s->rt->queued_bytes >= QUEUES_HIGH)) {
     s->paused = 1;  /* curl keeps this chunk and hands it over again */
     return CURL_WRITEFUNC_PAUSE;
   }
@@ -517,6 +533,7 @@ void sl_stream_release(sl_stream *s) {
   if (s->timer) uv_close((uv_handle_t *)s->timer, free_handle);
   sl_sse_free(&s->sse);
   sl_lines_free(&s->lines);
+  queue_clear(s);  /* events never read still count in the runtime's total */
   buf_free(&s->q);
   buf_free(&s->body);
   buf_free(&s->resp_headers);

@@ -60,6 +60,7 @@ struct sl_runtime {
   uv_idle_t idle;
   uv_signal_t sigint, sigterm;
   struct sl_stdin *input; /* sluice.read_line's reader, created on first use */
+  size_t queued_bytes;   /* in every stream's event queue together */
   uint64_t fd_limit;     /* RLIMIT_NOFILE at start; 0 if unknown */
   int exit_code;
   int stopping;

@@ -29,4 +29,23 @@ T.case("a slow reader keeps memory bounded and loses nothing", function()
   end
 end)
 
+T.case("many unread streams share one memory budget, and lose nothing", function()
+  local n, tokens = 100, 16000            -- ~3 MB each, ~300 MB in all
+  local streams = {}
+  for i = 1, n do streams[i] = T.open({ tokens_per_sec = 0 }, { body = { max_tokens = tokens } }) end
+  sluice.sleep(1.5)                       -- nobody reads: the servers push as fast as we let them
+  local rss_idle = peak_rss_mb()
+  local events = 0
+  for i = 1, n do
+    for _ in streams[i]:events() do events = events + 1 end
+    streams[i] = nil
+  end
+  print(("# %d streams, %d events; peak RSS %.1f MB (before reading: %.1f MB)"):format(
+    n, events, peak_rss_mb(), rss_idle))
+  T.eq(events, n * (tokens + 3), "every event of every stream arrived")
+  if not os.getenv("SLUICE_SANITIZED") then
+    T.le(peak_rss_mb(), 64, "peak resident memory (MB)")
+  end
+end)
+
 T.done()

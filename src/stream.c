@@ -112,8 +112,12 @@ void sl_stream_pop(sl_stream *s) {
   s->rt->queued_bytes -= size;
   if (--s->queued == 0) {
     s->qhead = s->q.len = 0;
-    /* With many streams, an idle one should not keep its largest burst. */
-    if (s->q.cap > 2048 && s->rt->net.transfers >= MANY_STREAMS) buf_free(&s->q);
+    /* A finished stream gives its memory back now, not when the collector
+       gets to its userdata; with many streams, an idle one should not keep
+       its largest burst either. */
+    if (sl_stream_finished(s) ||
+        (s->q.cap > 2048 && s->rt->net.transfers >= MANY_STREAMS))
+      buf_free(&s->q);
   }
   left = s->q.len - s->qhead;
   if (s->paused && s->easy &&
@@ -327,6 +331,9 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   s->req_headers = NULL;
   free(s->req_body);
   s->req_body = NULL;
+  sl_sse_free(&s->sse);      /* no more input: partial events are dropped */
+  sl_lines_free(&s->lines);
+  if (s->queued == 0) buf_free(&s->q);
   sl_list_remove(&s->live_node);
   sl_list_remove(&s->owner_node);
   s->owner = NULL;
@@ -469,9 +476,9 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
   curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->req_headers);
   curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-  /* Many live streams are each slow, and curl's receive buffer is most of a
-     stream's memory: give them 4 KiB instead of 16 KiB. */
-  if (rt->net.transfers >= MANY_STREAMS) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
+  /* Many live streams are each slow, and curl's receive buffer is a large
+     part of a stream's memory: give them 1 KiB (curl's minimum), not 16. */
+  if (rt->net.transfers >= MANY_STREAMS) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 1024L);
   if (o->body) {
     s->req_body = malloc(o->body_len ? o->body_len : 1);
     if (!s->req_body) {

@@ -119,7 +119,9 @@ if wanted("stop") then
   local busy_url, stop_busy = start_mock("--busy-poll")
   local busy = measure("SLUICE_BUSY_POLL=1", busy_url)
   stop_busy()
-  results.stop = { default = default, busy_poll = busy }
+  -- the machine's floor for a round trip between two pinned processes
+  local floor = cjson.decode(sh(("%q"):format(bindir .. "/pingpong")):match("%b{}"))
+  results.stop = { default = default, busy_poll = busy, floor = floor }
   local function row(name, r)
     return { name, fmt(r.median_us), fmt(math.min(table.unpack(r.latency_us))),
              fmt(math.max(table.unpack(r.latency_us))), fmt(r.max_after), "<= 50 us, 0 chunks" }
@@ -127,7 +129,9 @@ if wanted("stop") then
   table_md(("Stop latency: 5,000 chunks at one per 2 ms, keyword in chunk 100, policy.stop_on (%d stops each); keyword written -> mock sees the close, us"):format(#default.latency_us),
     { "mode", "median", "min", "max", "chunks after the keyword (max)", "target" },
     { row("default (both sleep in epoll)", default),
-      row("SLUICE_BUSY_POLL=1, sluice-mock --busy-poll", busy) })
+      row("SLUICE_BUSY_POLL=1, sluice-mock --busy-poll", busy),
+      { "floor: a C ping-pong over loopback, sleeping / spinning", fmt(floor.sleeping_rtt_us) .. " / " ..
+        fmt(floor.spinning_rtt_us), "", "", "", "" } })
 end
 
 -- 3. concurrency ---------------------------------------------------------------------

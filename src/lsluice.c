@@ -9,6 +9,7 @@
 
 #include "errors.h"
 #include "lsluice.h"
+#include "task.h"
 
 /* sluice._error(kind, message [, status [, body]]) -> an error value */
 static int l_error(lua_State *L) {
@@ -35,6 +36,8 @@ int luaopen_sluice_core(lua_State *L) {
   }
   lua_pushcfunction(L, l_error);
   lua_setfield(L, -2, "error");
+  sl_push_wait_sentinel(L);
+  lua_setfield(L, -2, "_wait");
 #ifdef SLUICE_VERSION
   lua_pushliteral(L, SLUICE_VERSION);
   lua_setfield(L, -2, "version");

@@ -43,11 +43,19 @@ void sl_task_wake(sl_task *t) {
   uv_idle_start(&rt->idle, on_idle);
 }
 
+/* The value a wait inside a nested coroutine yields: the coroutine.resume and
+   wrap of lua/sluice/init.lua pass it up to the task, which yields it to us. */
+static char wait_sentinel;
+
+void sl_push_wait_sentinel(lua_State *L) { lua_pushlightuserdata(L, &wait_sentinel); }
+
 int sl_task_wait(lua_State *L, sl_task *t, sl_wait_cleanup cleanup, void *data,
                  lua_KContext ctx, lua_KFunction k) {
   t->wait_cleanup = cleanup;
   t->wait_data = data;
-  return lua_yieldk(L, 0, ctx, k);
+  if (L == t->co) return lua_yieldk(L, 0, ctx, k);
+  sl_push_wait_sentinel(L);
+  return lua_yieldk(L, 1, ctx, k);
 }
 
 static void on_task_timer(uv_timer_t *h) {
@@ -76,12 +84,16 @@ void sl_task_timer_stop(sl_task *t) {
   if (t->timer) uv_timer_stop(t->timer);
 }
 
+/* A coroutine the task resumed (a generator, say) may wait too: its wait is
+   passed up to the task by sluice's coroutine.resume/wrap. */
 sl_task *sl_task_current(lua_State *L, const char *what) {
   sl_runtime *rt = sl_rt(L);
   sl_task *t = rt->current;
-  if (!t || t->co != L)
-    luaL_error(L, "%s must be called from a sluice task, not from inside a "
-                  "plain coroutine", what);
+  if (!t)
+    luaL_error(L, "%s must be called from a sluice task", what);
+  if (t->co != L && !lua_isyieldable(L))
+    luaL_error(L, "%s cannot wait here (not yieldable: a metamethod or a C "
+                  "function is in the way)", what);
   return t;
 }
 

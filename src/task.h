@@ -91,6 +91,8 @@ sl_task *sl_task_current(lua_State *L, const char *what);
 /* Registers the current task's wait and yields; k runs on resume. */
 int  sl_task_wait(lua_State *L, sl_task *t, sl_wait_cleanup cleanup,
                   void *data, lua_KContext ctx, lua_KFunction k);
+/* Pushes the value a wait in a nested coroutine yields (see init.lua). */
+void sl_push_wait_sentinel(lua_State *L);
 /* Starts t's timer: after `seconds`, t->timer_fired is set and t is woken. */
 int  sl_task_timer(sl_task *t, double seconds);
 void sl_task_timer_stop(sl_task *t);

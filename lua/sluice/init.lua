@@ -23,4 +23,36 @@ function sluice.first(tasks)
   return i, unpack(r, 1, r.n)
 end
 
+-- Waiting inside a plain coroutine (a generator over a stream, say): the
+-- wait yields sluice._wait; these pass it up to the task (through any number
+-- of nested coroutines) and resume the inner coroutine when the task is woken.
+do
+  local WAIT = sluice._wait
+  local create, status, close = coroutine.create, coroutine.status, coroutine.close
+  local raw_resume, raw_yield = coroutine.resume, coroutine.yield
+
+  local function pass_waits(co, r)
+    while r[1] and r.n == 2 and r[2] == WAIT and status(co) == "suspended" do
+      raw_yield(WAIT)
+      r = pack(raw_resume(co))
+    end
+    return r
+  end
+
+  function coroutine.resume(co, ...)
+    local r = pass_waits(co, pack(raw_resume(co, ...)))
+    return unpack(r, 1, r.n)
+  end
+
+  function coroutine.wrap(f)
+    local co = create(f)
+    return function(...)
+      local r = pass_waits(co, pack(raw_resume(co, ...)))
+      if r[1] then return unpack(r, 2, r.n) end
+      if status(co) == "dead" then close(co) end
+      error(r[2], 2)
+    end
+  end
+end
+
 return sluice

@@ -109,10 +109,62 @@ T.case("a plain coroutine.yield in a task lets others run", function()
   T.eq(table.concat(log, ","), "a1,b1,a2,b2,a3,b3", "interleaved")
 end)
 
-T.case("waiting from inside a plain coroutine is a clear error", function()
-  local co = coroutine.wrap(function() sluice.sleep(0.01) end)
+T.case("a generator (coroutine.wrap) can wait on a stream", function()
+  local s = T.open({ tokens_per_sec = 200 }, { body = { max_tokens = 12 } })
+  local function datas(stream)
+    return coroutine.wrap(function()
+      for ev in stream:events() do coroutine.yield(ev.data) end
+    end)
+  end
+  local n, other_ran = 0, false
+  local other = sluice.spawn(function() sluice.sleep(0.01) other_ran = true end)
+  for d in datas(s) do
+    T.ok(type(d) == "string", "a data string")
+    n = n + 1
+  end
+  T.eq(n, 15, "every event through the generator (role, 12 tokens, finish, [DONE])")
+  other:join()
+  T.ok(other_ran, "other tasks ran while the generator waited")
+end)
+
+T.case("waits pass through nested coroutines and coroutine.resume", function()
+  local inner = coroutine.create(function(x)
+    sluice.sleep(0.02)
+    local y = coroutine.yield(x + 1)
+    sluice.sleep(0.01)
+    return y * 2
+  end)
+  local outer = coroutine.wrap(function()
+    local ok1, a = coroutine.resume(inner, 1)
+    sluice.sleep(0.005)
+    local ok2, b = coroutine.resume(inner, 10)
+    return ok1, a, ok2, b
+  end)
+  local t0 = sluice.now()
+  local ok1, a, ok2, b = outer()
+  T.ok(ok1 and ok2, "resumes succeeded")
+  T.eq(a, 2, "first yield value")
+  T.eq(b, 20, "return value")
+  T.ok(sluice.now() - t0 >= 0.03, "the sleeps happened")
+  local co = coroutine.wrap(function() error("inside") end)
   local ok, err = pcall(co)
-  T.ok(not ok and err:find("sluice task"), "clear error: " .. tostring(err))
+  T.ok(not ok and tostring(err):find("inside"), "errors still propagate from wrap")
+end)
+
+T.case("cancelling a task that waits inside a generator", function()
+  local closed = false
+  local t = sluice.spawn(function()
+    local gen = coroutine.wrap(function()
+      local g <close> = setmetatable({}, { __close = function() closed = true end })
+      sluice.sleep(10)
+    end)
+    gen()
+  end)
+  sluice.sleep(0.01)
+  t:cancel("stop")
+  local ok, err = t:join()
+  T.ok(not ok and err.kind == "cancelled", "cancelled: " .. tostring(err))
+  T.ok(closed, "the generator's <close> ran")
 end)
 
 T.case("a task that keeps yielding does not starve I/O, and can be cancelled", function()

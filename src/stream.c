@@ -176,7 +176,8 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
       set_abort(s, "limit", "out of memory for the response body");
       return 0;
     }
-    return n;
+    /* Enough of an error body: stop reading it (reported as the HTTP error). */
+    return s->http_error && s->body.len >= ERROR_BODY_MAX ? 0 : n;
   }
   if (s->q.len - s->qhead >= QUEUE_HIGH ||
       (s->queued > 0 && s->rt->queued_bytes >= QUEUES_HIGH)) {
@@ -269,6 +270,13 @@ static int cb_prereq(void *ud, char *primary_ip, char *local_ip,
 
 static void arm_timer(sl_stream *s, double now);
 
+/* Idle time runs from the last data event, or from the last moment events
+   were still waiting for the script (the server is not idle then), or from
+   the headers. 0 before the headers. */
+static double idle_base(const sl_stream *s) {
+  return fmax(fmax(s->t_last_event, s->t_busy), s->t_headers);
+}
+
 static void on_deadline(uv_timer_t *t) {
   sl_stream *s = t->data;
   double now = sl_now();
@@ -283,8 +291,8 @@ static void on_deadline(uv_timer_t *t) {
   else {
     if (s->to_idle > 0 && s->headers_done) {
       /* Events waiting for the script mean the server is not idle. */
-      if (s->queued > 0 || s->paused) s->t_last_event = now;
-      else if (now >= (s->t_last_event ? s->t_last_event : s->t_headers) + s->to_idle) {
+      if (s->queued > 0 || s->paused) s->t_busy = now;
+      else if (now >= idle_base(s) + s->to_idle) {
         sl_stream_fail(s, "timeout", "idle timeout: no data for %gs", s->to_idle);
         return;
       }
@@ -300,7 +308,7 @@ static void arm_timer(sl_stream *s, double now) {
     due = fmin(due, s->t_started + s->to_first_byte);
   if (s->to_total > 0) due = fmin(due, s->t_started + s->to_total);
   if (s->to_idle > 0) {
-    double base = s->t_last_event ? s->t_last_event : s->t_headers;
+    double base = idle_base(s);
     /* Before the headers, idle is not running yet: look again soon. */
     due = fmin(due, base ? base + s->to_idle : now + s->to_idle);
   }
@@ -393,7 +401,9 @@ void sl_stream_cancel(sl_stream *s, const char *reason) {
 void sl_stream_on_done(void *priv, CURLcode result) {
   sl_stream *s = priv;
   if (sl_stream_finished(s)) return;
-  if (s->abort_kind) {
+  if (s->http_error) {  /* whatever happened after an error status */
+    sl_stream_fail(s, "http", "http status %ld", s->status);
+  } else if (s->abort_kind) {
     sl_stream_fail(s, s->abort_kind, "%s", s->abort_message ? s->abort_message : "aborted");
   } else if (result != CURLE_OK) {
     const char *detail = s->errbuf[0] ? s->errbuf : curl_easy_strerror(result);
@@ -401,8 +411,6 @@ void sl_stream_on_done(void *priv, CURLcode result) {
       sl_stream_fail(s, "timeout", "%s", detail);
     else
       sl_stream_fail(s, "transport", "%s", detail);
-  } else if (s->http_error) {
-    sl_stream_fail(s, "http", "http status %ld", s->status);
   } else if (!s->headers_done) {
     sl_stream_fail(s, "protocol", "response ended before its headers");
   } else {

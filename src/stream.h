@@ -58,6 +58,7 @@ struct sl_stream {
 
   double t_started, t_connected, t_headers, t_first_byte, t_first_event,
       t_last_event, t_ended;
+  double t_busy;          /* last time the idle timer saw events still queued */
   uint64_t events, bytes;
   int local_port;         /* of the connection, once connected */
 

@@ -92,6 +92,15 @@ T.case("HTTP error status becomes an error value with status and body", function
   T.ok(not ok and raised.kind == "http", "events() raises the failure")
 end)
 
+T.case("a huge error body is cut at 64 KiB and still reported as the HTTP error", function()
+  local s = T.open({ status = 500, error_body = string.rep("e", 200000) })
+  local ev, err = s:next()
+  T.eq(ev, nil, "no event")
+  T.eq(err.kind, "http", "kind")
+  T.eq(err.status, 500, "status")
+  T.eq(#err.body, 65536, "body kept up to the cap")
+end)
+
 T.case("connection reset mid-stream is a transport error, not a silent end", function()
   local s = T.open({ tokens_per_sec = 0, reset_after = 5 }, { body = { max_tokens = 100 } })
   local n, err = 0, nil

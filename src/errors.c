@@ -39,8 +39,3 @@ void sl_error_push(lua_State *L, const char *kind, const char *message,
   }
   luaL_setmetatable(L, SL_ERROR_MT);
 }
-
-int sl_error_raise(lua_State *L, const char *kind, const char *message) {
-  sl_error_push(L, kind, message, 0, NULL, 0);
-  return lua_error(L);
-}

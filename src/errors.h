@@ -13,8 +13,6 @@
 /* Pushes an error value. status <= 0 and body == NULL leave them out. */
 void sl_error_push(lua_State *L, const char *kind, const char *message,
                    long status, const char *body, size_t body_len);
-/* Raises an error value (never returns). */
-int  sl_error_raise(lua_State *L, const char *kind, const char *message);
 void sl_error_open(lua_State *L);
 
 #endif

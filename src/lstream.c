@@ -1,8 +1,8 @@
 /*
 ** The Lua binding of streams: sluice.stream(opts), sluice.fetch(opts) and the
 ** stream methods. Shaped like liolib's file handle: the userdata exists before
-** the transfer, close is idempotent, one function serves __gc and __close, and
-** events() returns the stream as the generic-for's closing value.
+** the transfer, close is idempotent (__close cancels; __gc cancels and frees),
+** and events() returns the stream as the generic-for's closing value.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -455,11 +455,6 @@ static int l_tostring(lua_State *L) {
 
 /* ---- fetch: a plain request on the same loop --------------------------------- */
 
-static void fetch_cleanup(sl_task *t) {
-  sl_stream *s = t->wait_data;
-  if (s->waiter == t) s->waiter = NULL;
-}
-
 /* Stack: 1 = opts, ..., top = the stream userdata. */
 static int fetch_k(lua_State *L, int status, lua_KContext ctx) {
   sl_stream *s = check_stream(L, -1);
@@ -484,7 +479,7 @@ static int fetch_k(lua_State *L, int status, lua_KContext ctx) {
   t = sl_task_current(L, "sluice.fetch");
   sl_task_check_cancel(L, t);
   s->waiter = t;
-  return sl_task_wait(L, t, fetch_cleanup, s, 0, fetch_k);
+  return sl_task_wait(L, t, next_cleanup, s, 0, fetch_k);
 }
 
 static int l_fetch(lua_State *L) {
@@ -498,7 +493,7 @@ static const luaL_Reg stream_methods[] = {
     {"headers", l_headers}, {"metrics", l_metrics}, {NULL, NULL}};
 
 static const luaL_Reg stream_meta[] = {
-    {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+    {"__gc", l_gc}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
 
 static void push_upvalues(lua_State *L, int meta) {
   lua_pushvalue(L, meta);
@@ -513,8 +508,6 @@ void sl_open_stream(lua_State *L) {
   luaL_newmetatable(L, STREAM_MT);
   meta = lua_gettop(L);
   luaL_setfuncs(L, stream_meta, 0);
-  lua_pushcfunction(L, l_close);  /* __close only cancels; __gc frees */
-  lua_setfield(L, -2, "__close");
   luaL_newlibtable(L, stream_methods);
   push_upvalues(L, meta);
   push_upvalues(L, meta);

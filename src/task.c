@@ -122,7 +122,6 @@ sl_task *sl_task_spawn(lua_State *L, int nargs) {
   *ud = t;
   luaL_setmetatable(L, TASK_MT);
   t->rt = rt;
-  t->has_userdata = 1;
   t->result_ref = LUA_NOREF;
   sl_list_init(&t->ready_node);
   sl_list_init(&t->streams);

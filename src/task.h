@@ -29,7 +29,7 @@ struct sl_task {
   int result_ref;        /* registry: table.pack of results, or the error value */
   int nargs;             /* arguments waiting on co's stack for the first resume */
   unsigned started : 1, queued : 1, done : 1, failed : 1, cancelled : 1,
-      joined : 1, timer_fired : 1, has_userdata : 1,
+      joined : 1, timer_fired : 1,
       bare_yield : 1;     /* parked at a plain coroutine.yield(), not a wait */
   char *traceback;       /* of an uncaught error */
   char *cancel_reason;

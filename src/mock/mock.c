@@ -22,6 +22,7 @@ static const char usage_text[] =
   "  --model NAME          model name served (default mock-model)\n"
   "  --quiet               no per-request log lines (aborts are always logged)\n"
   "  --busy-poll           never sleep in the event loop: spins a CPU, for latency benchmarks\n"
+  "  --no-accept           listen but never accept, so connects hang (connect-timeout tests)\n"
   "  --help                this text\n"
   "Prints \"sluice-mock listening on http://HOST:PORT\" once ready.\n"
   "Per-request behaviour: a \"mock\" object in the body or an X-Mock header.\n";
@@ -61,6 +62,10 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
     }
     if (strcmp(arg, "--busy-poll") == 0) {
       cfg->busy_poll = 1;
+      continue;
+    }
+    if (strcmp(arg, "--no-accept") == 0) {
+      cfg->no_accept = 1;
       continue;
     }
     char *eq = strchr(arg, '=');
@@ -138,6 +143,14 @@ static void raise_fd_limit(void) {
   }
 }
 
+/* --no-accept: connections are never accepted; once the backlog of one is
+   full the kernel drops new SYNs, so a client's connect hangs (for testing
+   connect timeouts). */
+static void on_connection_ignored(uv_stream_t *listener, int status) {
+  (void)listener;
+  (void)status;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   mock_server *s = listener->data;
   if (status < 0) {
@@ -183,7 +196,8 @@ static int listen_on(mock_server *s) {
     s->listener.data = s;
     rc = uv_tcp_bind(&s->listener, &addr.sa, 0);
     if (rc == 0)
-      rc = uv_listen((uv_stream_t *)&s->listener, 8192, on_connection);
+      rc = uv_listen((uv_stream_t *)&s->listener, s->config.no_accept ? 1 : 8192,
+                     s->config.no_accept ? on_connection_ignored : on_connection);
     if (rc != 0)
       uv_close((uv_handle_t *)&s->listener, NULL);
   }
@@ -214,7 +228,7 @@ static void free_server(mock_server *s) {
 }
 
 int main(int argc, char **argv) {
-  mock_config cfg = {"127.0.0.1", 0, 50, 0, NULL, 200, "mock-model", 0, 0};
+  mock_config cfg = {"127.0.0.1", 0, 50, 0, NULL, 200, "mock-model", 0, 0, 0};
   int rc = parse_args(argc, argv, &cfg);
   if (rc != 0)
     return rc > 0 ? 0 : 2;

@@ -34,6 +34,7 @@ typedef struct mock_config {
   const char *model;
   int quiet;
   int busy_poll;          /* --busy-poll: spin instead of sleeping in poll */
+  int no_accept;          /* --no-accept: never accept (connects hang) */
 } mock_config;
 
 typedef struct mock_conn mock_conn;

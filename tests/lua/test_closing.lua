@@ -145,6 +145,42 @@ T.case("idle timeout is not reset by : ping comments", function()
   T.wait_record(id, function(r) return r.client_closed end)
 end)
 
+T.case("connect timeout: the hanging connect is abandoned and its socket closed", function()
+  -- a second mock that listens but never accepts: once its backlog is full,
+  -- the kernel drops new SYNs and connects hang
+  local tmp = os.tmpname()
+  os.execute(("%q --no-accept --port 0 > %q 2>&1 & echo $! > %q.pid"):format(
+    os.getenv("SLUICE_MOCK_BIN"), tmp, tmp))
+  local url
+  for _ = 1, 100 do
+    local f = io.open(tmp)
+    url = f and f:read("a"):match("(http://[%d.]+:%d+)")
+    if f then f:close() end
+    if url then break end
+    sluice.sleep(0.02)
+  end
+  local pf = io.open(tmp .. ".pid")
+  local pid = pf:read("l")
+  pf:close()
+  T.ok(url, "the no-accept mock started")
+  local port = tonumber(url:match(":(%d+)$"))
+  local ss = {}
+  for i = 1, 6 do ss[i] = sluice.stream { url = url .. "/v1/models", timeouts = { connect = 0.3, total = 2 } } end
+  local t0, connect_timeouts = sluice.now(), 0
+  for i = 1, 6 do
+    local ev, err = ss[i]:next()
+    T.eq(ev, nil, "no event")
+    T.eq(err.kind, "timeout", "kind")
+    if err.message:find("connect") then connect_timeouts = connect_timeouts + 1 end
+  end
+  T.ok(connect_timeouts >= 3, "connects that hung timed out as connects: " .. connect_timeouts)
+  T.eq(T.upstream_sockets(port), 0, "no socket left to that server")
+  T.ok(sluice.now() - t0 < 2.5, "nothing waited longer than its timeouts")
+  os.execute("kill " .. pid)
+  os.remove(tmp)
+  os.remove(tmp .. ".pid")
+end)
+
 T.case("the owning task raising an error", function()
   local id, seen, t
   local task = sluice.spawn(function()

@@ -95,9 +95,10 @@ local function pid()
   return s:match("^(%d+)")
 end
 
--- Sockets of this process connected to the mock's port (from /proc: our fds'
--- socket inodes, matched against /proc/net/tcp{,6} entries).
-function T.upstream_sockets()
+-- Sockets of this process connected to `port` (default: the mock's), from
+-- /proc: our fds' socket inodes matched against /proc/net/tcp{,6} entries.
+function T.upstream_sockets(port)
+  port = port or T.port
   local inodes = {}
   local p = io.popen("ls -l /proc/" .. pid() .. "/fd 2>/dev/null")
   for line in p:lines() do
@@ -111,7 +112,7 @@ function T.upstream_sockets()
     if f then
       for line in f:lines() do
         local rport, inode = line:match("^%s*%d+: %x+:%x+ %x+:(%x+) %x+ %x+:%x+ %x+:%x+ %x+%s+%d+%s+%d+%s+(%d+)")
-        if rport and tonumber(rport, 16) == T.port and inodes[inode] then n = n + 1 end
+        if rport and tonumber(rport, 16) == port and inodes[inode] then n = n + 1 end
       end
       f:close()
     end

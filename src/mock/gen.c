@@ -147,18 +147,19 @@ static char *put_finish(mock_gen *g, char *d) {
 }
 
 static char *put_error(mock_gen *g, char *d, int as_event) {
-  char line[200];
-  int n = snprintf(line, sizeof line,
-                   "{\"error\":{\"message\":\"mock error %safter %llu tokens\","
-                   "\"type\":\"internal_error\",\"code\":500}}",
+  char msg[80];
+  int n = snprintf(msg, sizeof msg, "mock error %safter %llu tokens",
                    as_event ? "event " : "", (unsigned long long)g->emitted);
-  if (g->ndjson)
-    return put(put(d, line, (size_t)n), "\n", 1);
-  if (as_event)
-    d = put(d, LIT("event: error\n"));
-  d = put(d, LIT("data: "));
-  d = put(d, line, (size_t)n);
-  return put(d, LIT("\n\n"));
+  if (!g->ndjson) {
+    if (as_event)
+      d = put(d, LIT("event: error\n"));
+    d = put(d, LIT("data: "));
+  }
+  d = put(d, LIT("{\"error\":{\"message\":\""));
+  d = g->error_message ? put(d, g->error_message, g->error_message_len)
+                       : put(d, msg, (size_t)n);
+  d = put(d, LIT("\",\"type\":\"internal_error\",\"code\":500}}"));
+  return g->ndjson ? put(d, "\n", 1) : put(d, LIT("\n\n"));
 }
 
 /* ---- the item sequence ------------------------------------------------ */
@@ -520,6 +521,8 @@ static size_t max_item_size(const mock_gen *g) {
   size_t longest = g->text->max_escaped;
   if (g->keyword_len > longest)
     longest = g->keyword_len;
+  if (g->error_message_len > longest)
+    longest = g->error_message_len;
   if (g->reasoning && g->reasoning->max_escaped > longest)
     longest = g->reasoning->max_escaped;
   for (size_t i = 0; i < g->call_count; i++) {
@@ -612,6 +615,7 @@ void mock_gen_free(mock_gen *g) {
   free(g->calls);
   free(g->keyword);
   free(g->error_body);
+  free(g->error_message);
   free(g->model);
   mock_buf_free(&g->head);
   mock_buf_free(&g->content_open);

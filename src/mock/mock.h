@@ -139,6 +139,8 @@ struct mock_gen {
   int64_t created;
   int status;                   /* the status fault, or 0 */
   char *error_body;
+  char *error_message;          /* escaped; for error_after / error_event */
+  size_t error_message_len;
   double retry_after;
   /* pre-formatted pieces of a chunk */
   mock_buf head;                /* [data: ]{"id":..,"choices":[ */

@@ -173,7 +173,7 @@ static int read_tool_calls(const options *o, mock_gen *g) {
 /* The "mock" options. Returns -1 with a message in o->err. */
 static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   double tps, ttft, ping_interval, status;
-  const mock_json *text, *keyword, *reasoning, *error_body;
+  const mock_json *text, *keyword, *reasoning, *error_body, *error_message;
   uint64_t keyword_at;
   if (opt_number(o, "tokens_per_sec", &tps, cfg->tokens_per_sec) < 0 ||
       opt_number(o, "ttft", &ttft, cfg->ttft) < 0 ||
@@ -183,6 +183,7 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
       opt_string(o, "text", &text) < 0 || opt_string(o, "keyword", &keyword) < 0 ||
       opt_string(o, "reasoning", &reasoning) < 0 ||
       opt_string(o, "error_body", &error_body) < 0 ||
+      opt_string(o, "error_message", &error_message) < 0 ||
       opt_count(o, "keyword_at", &keyword_at) < 0 ||
       opt_count(o, "error_after", &g->error_after) < 0 ||
       opt_count(o, "error_event", &g->error_event) < 0 ||
@@ -208,6 +209,12 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   g->ping_ns = (uint64_t)(ping_interval * 1e9);
   if (error_body)
     g->error_body = mock_xstrndup(error_body->string, error_body->length);
+  if (error_message) {
+    if (error_message->length > MAX_KEYWORD)
+      return bad(o, "error_message", "at most 1024 bytes");
+    g->error_message = escape(error_message->string, error_message->length,
+                              &g->error_message_len);
+  }
   if (keyword) {
     if (keyword->length > MAX_KEYWORD)
       return bad(o, "keyword", "at most 1024 bytes");

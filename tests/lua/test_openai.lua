@@ -354,4 +354,24 @@ T.case("client:models()", function()
   T.eq(ids[1], "mock-model", "model id")
 end)
 
+T.case("a server that echoes the API key inside the stream: the key never reaches the error", function()
+  local key = "sk-live-secret-0123456789"
+  local client = openai.client { base_url = T.url .. "/v1", api_key = key }
+  for _, fault in ipairs { "error_after", "error_event" } do
+    local chat = client:chat({ model = "m", max_tokens = 20, messages = {},
+      mock = { tokens_per_sec = 0, [fault] = 3, error_message = "bad key " .. key .. " given" } })
+    local ok, err = pcall(function() for _ in chat:deltas() do end end)
+    T.ok(not ok, fault .. " raised")
+    local e = chat:result().error
+    T.contains(e.message, "[redacted]", fault .. ": the server's message is kept, redacted")
+    for _, text in ipairs { tostring(err), e.message, tostring(e.body), tostring(e) } do
+      T.ok(not text:find(key, 1, true), fault .. ": no key in " .. text)
+    end
+    local m = chat:metrics()
+    for k, v in pairs(m) do
+      T.ok(not tostring(v):find(key, 1, true), fault .. ": no key in metrics." .. k)
+    end
+  end
+end)
+
 T.done()

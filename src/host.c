@@ -85,7 +85,8 @@ static void set_paths(lua_State *L) {
 }
 
 /* os.exit goes through the closing guarantee: every open stream is cancelled
-   (its socket closed) before the process ends. With close = true the Lua
+   (its socket closed) and every child of sluice.exec killed before the process
+   ends. With close = true the Lua
    state is closed too (its __gc and <close> handlers run), as in stock Lua. */
 static int l_os_exit(lua_State *L) {
   int status;
@@ -93,6 +94,7 @@ static int l_os_exit(lua_State *L) {
   if (lua_isboolean(L, 1)) status = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
   else status = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
   sl_runtime_cancel_streams(rt, "exit");
+  sl_exec_kill_all(rt);
   if (lua_toboolean(L, 2)) {
     rt->L = NULL;
     lua_close(L);

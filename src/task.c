@@ -362,6 +362,7 @@ static void shutdown_runtime(sl_runtime *rt) {
   if (rt->stopping) return;
   rt->stopping = 1;
   sl_runtime_cancel_streams(rt, "shutdown");
+  sl_exec_kill_all(rt);
   uv_check_stop(&rt->check);
   uv_idle_stop(&rt->idle);
   uv_signal_stop(&rt->sigint);
@@ -380,6 +381,7 @@ int sl_runtime_init(sl_runtime *rt) {
   sl_list_init(&rt->ready);
   sl_list_init(&rt->tasks);
   sl_list_init(&rt->streams);
+  sl_list_init(&rt->procs);
   {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)

@@ -56,6 +56,7 @@ struct sl_runtime {
   sl_list ready;
   sl_list tasks;         /* unfinished tasks */
   sl_list streams;       /* unfinished streams, for shutdown */
+  sl_list procs;         /* children of sluice.exec still running */
   uv_check_t check;
   uv_idle_t idle;
   uv_signal_t sigint, sigterm;
@@ -78,6 +79,7 @@ int  sl_runtime_run(sl_runtime *rt, int nargs);
 void sl_runtime_cancel_streams(sl_runtime *rt, const char *reason);
 void sl_runtime_close(sl_runtime *rt);
 void sl_stdin_close(sl_runtime *rt);
+void sl_exec_kill_all(sl_runtime *rt);
 
 /* Task creation: the function and its nargs arguments are on L's top; pops
    them and pushes the task userdata. */

@@ -168,7 +168,7 @@ static void finish_task(sl_task *t) {
     t->joined = 1;  /* reported here, not again as an unjoined task */
     fprintf(stderr, "sluice: %s\n", t->traceback ? t->traceback : "error");
     fflush(stderr);
-    rt->exit_code = 1;
+    if (!rt->stopping) rt->exit_code = 1;  /* a signal's 130/143 stands */
     shutdown_runtime(rt);
   } else if (rt->main->done && sl_list_empty(&rt->tasks)) {
     shutdown_runtime(rt);
@@ -365,16 +365,49 @@ static void shutdown_runtime(sl_runtime *rt) {
   sl_exec_kill_all(rt);
   uv_check_stop(&rt->check);
   uv_idle_stop(&rt->idle);
-  uv_signal_stop(&rt->sigint);
-  uv_signal_stop(&rt->sigterm);
   uv_stop(&rt->uv);
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-  sl_runtime *rt = h->data;
-  rt->exit_code = 128 + signum;
-  shutdown_runtime(rt);  /* every open stream is closed before we return */
+/* ---- SIGINT and SIGTERM ------------------------------------------------------
+** Like lua.c: the handler sets a hook on the running coroutine, so a script
+** busy in a loop that never waits is interrupted too; and it wakes the loop,
+** for the usual case of a script waiting. Either way every stream is closed
+** before the process ends with 128 + the signal. A second signal while that
+** is under way gets the default action. */
+
+static sl_runtime *signal_rt;           /* the handler's only way in */
+static volatile sig_atomic_t signal_seen;
+
+static void interrupt(sl_runtime *rt) {
+  if (rt->stopping) return;
+  rt->exit_code = 128 + signal_seen;
+  shutdown_runtime(rt);  /* streams closed, children killed, loop stopped */
 }
+
+static void on_signal_hook(lua_State *L, lua_Debug *ar) {
+  sl_runtime *rt = sl_rt(L);
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (rt->stopping) return;
+  interrupt(rt);
+  luaL_error(L, "interrupted by signal %d", (int)signal_seen);
+}
+
+static void on_signal(int signum) {
+  sl_runtime *rt = signal_rt;
+  if (signal_seen || !rt) {  /* a second one, or the loop is gone: default action */
+    signal(signum, SIG_DFL);
+    raise(signum);
+    return;
+  }
+  signal_seen = signum;
+  if (rt->current && rt->current->co)
+    lua_sethook(rt->current->co, on_signal_hook,
+                LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  uv_async_send(&rt->wakeup);
+}
+
+static void on_wakeup(uv_async_t *h) { interrupt(h->data); }
 
 int sl_runtime_init(sl_runtime *rt) {
   memset(rt, 0, sizeof *rt);
@@ -391,12 +424,18 @@ int sl_runtime_init(sl_runtime *rt) {
   if (sl_loop_init(&rt->net, &rt->uv, sl_stream_on_done) != 0) return -1;
   uv_check_init(&rt->uv, &rt->check);
   uv_idle_init(&rt->uv, &rt->idle);
-  uv_signal_init(&rt->uv, &rt->sigint);
-  uv_signal_init(&rt->uv, &rt->sigterm);
-  rt->check.data = rt->sigint.data = rt->sigterm.data = rt;
+  uv_async_init(&rt->uv, &rt->wakeup, on_wakeup);
+  rt->check.data = rt->wakeup.data = rt;
   uv_check_start(&rt->check, on_check);
-  uv_signal_start(&rt->sigint, on_signal, SIGINT);
-  uv_signal_start(&rt->sigterm, on_signal, SIGTERM);
+  {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    signal_rt = rt;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+  }
   rt->L = luaL_newstate();
   if (!rt->L) return -1;
   *(sl_runtime **)lua_getextraspace(rt->L) = rt;
@@ -422,6 +461,7 @@ int sl_runtime_run(sl_runtime *rt, int nargs) {
 /* Shutdown order: streams, Lua (its __gc frees streams and tasks), curl while
    the loop exists, then the loop until every handle is closed. */
 void sl_runtime_close(sl_runtime *rt) {
+  signal_rt = NULL;  /* from here on a signal takes its default action */
   sl_runtime_cancel_streams(rt, "shutdown");
   if (rt->L) {
     lua_close(rt->L);
@@ -431,8 +471,7 @@ void sl_runtime_close(sl_runtime *rt) {
   sl_stdin_close(rt);
   uv_close((uv_handle_t *)&rt->check, NULL);
   uv_close((uv_handle_t *)&rt->idle, NULL);
-  uv_close((uv_handle_t *)&rt->sigint, NULL);
-  uv_close((uv_handle_t *)&rt->sigterm, NULL);
+  uv_close((uv_handle_t *)&rt->wakeup, NULL);
   uv_run(&rt->uv, UV_RUN_DEFAULT);
   if (uv_loop_close(&rt->uv) != 0) {
     uv_run(&rt->uv, UV_RUN_DEFAULT);

@@ -59,7 +59,7 @@ struct sl_runtime {
   sl_list procs;         /* children of sluice.exec still running */
   uv_check_t check;
   uv_idle_t idle;
-  uv_signal_t sigint, sigterm;
+  uv_async_t wakeup;     /* a signal's way into the loop */
   struct sl_stdin *input; /* sluice.read_line's reader, created on first use */
   size_t queued_bytes;   /* in every stream's event queue together */
   uint64_t fd_limit;     /* RLIMIT_NOFILE at start; 0 if unknown */

@@ -37,6 +37,7 @@ if mode == "end" then return
 elseif mode == "exit" then os.exit(0, true)
 elseif mode == "exit-noclose" then os.exit(3)
 elseif mode == "error" then error("uncaught on purpose")
+elseif mode == "busy" then while true do end  -- never waits: only a hook can stop it
 else sluice.sleep(60) end
 ]]
 
@@ -95,6 +96,13 @@ end)
 T.case("SIGTERM: streams closed, exit 143", function()
   local how, code, out, rec, exited_at = run("signal", "TERM")
   T.eq(code, 143, "exit status (" .. out .. ")")
+  closed_before_exit(rec, exited_at)
+end)
+
+T.case("SIGINT stops a script busy in a loop that never waits", function()
+  local how, code, out, rec, exited_at = run("busy", "INT")
+  T.eq(code, 130, "exit status (" .. out .. ")")
+  T.contains(out, "interrupted", "says why")
   closed_before_exit(rec, exited_at)
 end)
 

@@ -60,17 +60,19 @@ static int finished(const sl_proc *p) {
 
 static void check_done(sl_proc *p) {
   if (finished(p)) {
+    sl_list_remove(&p->node);
     close_handle(p, (uv_handle_t *)&p->timer);
     close_handle(p, (uv_handle_t *)&p->in);
     if (p->waiter) sl_task_wake(p->waiter);
   }
 }
 
-/* Kills the child's whole process group (it may have children of its own). */
+/* Kills the child's whole process group: it may have children of its own,
+   which may hold the pipes open after the child itself has exited. */
 static void kill_group(sl_proc *p) {
-  if (p->exited || p->killed) return;
+  if (p->killed || finished(p) || !p->pid) return;
   p->killed = 1;
-  if (uv_kill(-p->pid, SIGKILL) != 0) uv_process_kill(&p->process, SIGKILL);
+  if (uv_kill(-p->pid, SIGKILL) != 0 && !p->exited) uv_process_kill(&p->process, SIGKILL);
 }
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
@@ -78,7 +80,6 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int term_signal) {
   p->exited = 1;
   p->exit_status = status;
   p->term_signal = term_signal;
-  sl_list_remove(&p->node);
   close_handle(p, (uv_handle_t *)h);
   check_done(p);
 }

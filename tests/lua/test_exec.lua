@@ -74,6 +74,18 @@ T.case("a timeout kills the whole process group", function()
   T.eq(children_of_exec(marker), 0, "neither the shell nor its child is left running")
 end)
 
+T.case("a timeout also kills a grandchild that keeps the pipes open", function()
+  local marker = "sleep 7.39"
+  local t0 = sluice.now()
+  -- the shell exits at once; its background child holds stdout open
+  local r, err = sluice.exec("sleep 7.39 & exit 0", { shell = true, timeout = 0.3 })
+  T.eq(r, nil, "no result")
+  T.eq(err.kind, "timeout", "kind")
+  T.ok(sluice.now() - t0 < 2, "returned promptly")
+  sluice.sleep(0.05)
+  T.eq(children_of_exec(marker), 0, "the grandchild was killed")
+end)
+
 T.case("cancelling the task kills the program at once", function()
   local marker = "sleep 7.32"
   local task = sluice.spawn(function() return sluice.exec { "sleep", "7.32" } end)

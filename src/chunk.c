@@ -46,9 +46,26 @@ static int string(scan *s, const char **b, size_t *n, int *escaped) {
       s->p = hit + 1;
       return 1;
     }
-    esc = 1;  /* a backslash: skip it and the escaped character */
-    q = hit + 2;
-    if (q > s->end) return 0;
+    esc = 1;  /* a backslash: only JSON's escapes are accepted */
+    if (hit + 1 >= s->end) return 0;
+    switch (hit[1]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+      q = hit + 2;
+      break;
+    case 'u': {
+      int i;
+      if (s->end - hit < 6) return 0;
+      for (i = 2; i < 6; i++) {
+        char c = hit[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+          return 0;
+      }
+      q = hit + 6;
+      break;
+    }
+    default:
+      return 0;
+    }
   }
 }
 
@@ -62,6 +79,35 @@ static int is_null(scan *s) {
 }
 
 static int skip_value(scan *s, int depth);
+
+static int literal(scan *s, const char *word, size_t n) {
+  if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0) return 0;
+  s->p += n;
+  return 1;
+}
+
+static int digits(scan *s) {
+  const char *q = s->p;
+  while (s->p < s->end && *s->p >= '0' && *s->p <= '9') s->p++;
+  return s->p > q;
+}
+
+/* A JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int number(scan *s) {
+  if (s->p < s->end && *s->p == '-') s->p++;
+  if (s->p < s->end && *s->p == '0') s->p++;
+  else if (!digits(s)) return 0;
+  if (s->p < s->end && *s->p == '.') {
+    s->p++;
+    if (!digits(s)) return 0;
+  }
+  if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+    s->p++;
+    if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
+    if (!digits(s)) return 0;
+  }
+  return 1;
+}
 
 static int skip_container(scan *s, char close, int object, int depth) {
   if (depth > MAX_DEPTH) return 0;
@@ -87,16 +133,10 @@ static int skip_value(scan *s, int depth) {
   case '"': return string(s, &b, &n, NULL);
   case '{': s->p++; return skip_container(s, '}', 1, depth);
   case '[': s->p++; return skip_container(s, ']', 0, depth);
-  default: {
-    const char *q = s->p;
-    while (q < s->end && ((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' ||
-                          *q == '.' || *q == 'e' || *q == 'E' ||
-                          (*q >= 'a' && *q <= 'z')))
-      q++;
-    if (q == s->p) return 0;
-    s->p = q;
-    return 1;
-  }
+  case 't': return literal(s, "true", 4);
+  case 'f': return literal(s, "false", 5);
+  case 'n': return literal(s, "null", 4);
+  default: return number(s);
   }
 }
 
@@ -111,7 +151,9 @@ static int delta(scan *s, sl_chunk_text *text, int *found) {
     size_t n;
     if (!string(s, &b, &n, NULL) || !eat(s, ':')) return 0;
     if (KEY("content")) {
-      if (!is_null(s)) {
+      if (is_null(s)) {
+        *found = 0;  /* a repeated key: the last one counts, as in cjson */
+      } else {
         if (!string(s, &text->p, &text->len, &text->escaped)) return 0;
         *found = 1;
       }

@@ -264,6 +264,17 @@ static int push_text(lua_State *L, const sl_event *ev) {
   return 1;
 }
 
+/* sluice._chunk_text(json) -> text | nil: the fast path alone, for tests. */
+static int l_chunk_text(lua_State *L) {
+  sl_event ev;
+  size_t len;
+  memset(&ev, 0, sizeof ev);
+  ev.data = luaL_checklstring(L, 1, &len);
+  ev.data_len = (uint32_t)len;
+  if (!push_text(L, &ev)) lua_pushnil(L);
+  return 1;
+}
+
 /* Stack: 1 = stream, 2 = timeout or control value, 3 = deadline (next only). */
 static int next_k(lua_State *L, int status, lua_KContext mode) {
   sl_stream *s = check_stream(L, 1);
@@ -520,4 +531,6 @@ void sl_open_stream(lua_State *L) {
   lua_setfield(L, -2, "stream");
   lua_pushcfunction(L, l_fetch);
   lua_setfield(L, -2, "fetch");
+  lua_pushcfunction(L, l_chunk_text);
+  lua_setfield(L, -2, "_chunk_text");
 }

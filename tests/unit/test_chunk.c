@@ -54,6 +54,10 @@ int main(void) {
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\q\"}}]}", NULL));  /* bad escape */
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":null}}]}", NULL));     /* no text */
   CHECK(simple("[DONE]", NULL));
+  CHECK(simple("{\"id\":x,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"id\":\"\\q\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"created\":01,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":null}}]}", NULL));
   CHECK(simple("", NULL));
   {  /* every truncation of a valid chunk is refused, never misread */
     const char *full = "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"abc\"},"

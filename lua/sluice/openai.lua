@@ -68,13 +68,18 @@ local function http_error(err)
 end
 
 -- An error the server reported inside a 200 stream (an error chunk or an SSE
--- `event: error`).
+-- `event: error`): kind "http" like any error the server reports, with
+-- in_stream = true, and status when the error carries an HTTP code.
 local function server_error(doc, data, how)
   local e = error_fields(doc)
   local msg = e and str(e.message)
   if not msg or msg == "" then msg = data:gsub("%s+", " "):sub(1, 200) end
-  return new_error("server", format("server error (%s): %s", how, msg), {
-    type = e and str(e.type), code = e and scalar(e.code), param = e and str(e.param),
+  local code = e and scalar(e.code)
+  local status = type(code) == "number" and math.tointeger(code)  -- cjson gives 500.0
+  if status and (status < 100 or status > 599) then status = nil end
+  return new_error("http", format("server error in the stream (%s): %s", how, msg), {
+    status = status or nil, in_stream = true,
+    type = e and str(e.type), code = code, param = e and str(e.param),
     body = data,
   })
 end
@@ -257,7 +262,7 @@ end
 
 local function fail(self, err)
   local key = self.key
-  if key and err.kind ~= "http" then  -- the core already redacts what it builds
+  if key then  -- also what the server said in the stream (the core's text is already clean)
     local function clean(v)
       if type(v) ~= "string" then return v end
       local out = v

@@ -5,6 +5,7 @@
 ** the multi handle (closing an unfinished connection) before it returns.
 */
 #include <ctype.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -258,6 +259,14 @@ static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
   return n;
 }
 
+/* A child process (os.execute, io.popen, sluice.exec) must not inherit the
+   socket: a copy held elsewhere would keep the connection open after cancel. */
+static int cb_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  return CURL_SOCKOPT_OK;
+}
+
 static int cb_prereq(void *ud, char *primary_ip, char *local_ip,
                      int primary_port, int local_port) {
   sl_stream *s = ud;
@@ -482,6 +491,7 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
   curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
   curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, cb_prereq);
   curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
+  curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, cb_sockopt);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->req_headers);
   curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
   /* Many live streams are each slow, and curl's receive buffer is a large

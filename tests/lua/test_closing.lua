@@ -148,21 +148,8 @@ end)
 T.case("connect timeout: the hanging connect is abandoned and its socket closed", function()
   -- a second mock that listens but never accepts: once its backlog is full,
   -- the kernel drops new SYNs and connects hang
-  local tmp = os.tmpname()
-  os.execute(("%q --no-accept --port 0 > %q 2>&1 & echo $! > %q.pid"):format(
-    os.getenv("SLUICE_MOCK_BIN"), tmp, tmp))
-  local url
-  for _ = 1, 100 do
-    local f = io.open(tmp)
-    url = f and f:read("a"):match("(http://[%d.]+:%d+)")
-    if f then f:close() end
-    if url then break end
-    sluice.sleep(0.02)
-  end
-  local pf = io.open(tmp .. ".pid")
-  local pid = pf:read("l")
-  pf:close()
-  T.ok(url, "the no-accept mock started")
+  local server = require("sluice.mock").start { no_accept = true }
+  local url = server.root
   local port = tonumber(url:match(":(%d+)$"))
   local ss = {}
   for i = 1, 6 do ss[i] = sluice.stream { url = url .. "/v1/models", timeouts = { connect = 0.3, total = 2 } } end
@@ -176,9 +163,26 @@ T.case("connect timeout: the hanging connect is abandoned and its socket closed"
   T.ok(connect_timeouts >= 3, "connects that hung timed out as connects: " .. connect_timeouts)
   T.eq(T.upstream_sockets(port), 0, "no socket left to that server")
   T.ok(sluice.now() - t0 < 2.5, "nothing waited longer than its timeouts")
-  os.execute("kill " .. pid)
-  os.remove(tmp)
-  os.remove(tmp .. ".pid")
+  server.stop()
+end)
+
+T.case("a child process started meanwhile does not keep the connection open", function()
+  local s, id = T.open(PACE, { body = { max_tokens = 1000 } })
+  local seen = T.read_tokens(s, 3)
+  -- both inherit whatever this process has open: they must not get the socket
+  local pidfile = os.tmpname()
+  os.execute(("sleep 3 & echo $! > %q"):format(pidfile))
+  local exec_task = sluice.spawn(function() return sluice.exec { "sleep", "3" } end)
+  sluice.sleep(0.05)
+  local t = sluice.now()
+  s:cancel("stop")
+  T.assert_stopped(id, seen, t)
+  local f = io.open(pidfile)
+  os.execute("kill " .. f:read("l"))
+  f:close()
+  os.remove(pidfile)
+  exec_task:cancel()
+  exec_task:join()
 end)
 
 T.case("the owning task raising an error", function()

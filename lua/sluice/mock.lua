@@ -49,13 +49,16 @@ end
 
 -- mock.start{tokens_per_sec=, ttft=, max_tokens=, model=, text_file=, ...}
 -- -> server: starts sluice-mock on a free port in the background (each option
--- becomes --option-name value). server.url is its base URL (".../v1");
+-- becomes --option-name value, true a bare flag; cpu = N pins it to CPU N
+-- with taskset). server.url is its base URL (".../v1"), server.root without;
 -- server.stats(), server.record(id), server.reset(), server.stop(). The mock
 -- is stopped when server.stop() is called or the script ends.
 function mock.start(opts)
   local args = { shell_quote(mock.binary()), "--port 0" }
+  if opts and opts.cpu then table.insert(args, 1, "taskset -c " .. math.tointeger(opts.cpu)) end
   for k, v in pairs(opts or {}) do
-    if v == true then
+    if k == "cpu" then  -- not a flag of the mock's
+    elseif v == true then
       args[#args + 1] = "--" .. k:gsub("_", "-")
     elseif v ~= false then
       args[#args + 1] = "--" .. k:gsub("_", "-") .. " " .. shell_quote(v)

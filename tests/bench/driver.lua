@@ -10,7 +10,7 @@ for i = 3, #arg do only[arg[i]] = true end
 local function wanted(name) return next(only) == nil or only[name] end
 
 local bindir = sluice.executable:match("^(.*)/[^/]*$")
-local SLUICE, MOCK = bindir .. "/sluice", bindir .. "/sluice-mock"
+local SLUICE = bindir .. "/sluice"
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
 local function sh(cmd)
@@ -20,29 +20,11 @@ local function sh(cmd)
   return out, ok, code
 end
 
--- a mock pinned to CPU 1; returns its URL and a function that stops it
-local function start_mock(flags)
-  local tmp = os.tmpname()
-  os.execute(("taskset -c 1 %q --port 0 --quiet %s > %q 2> %q.log & echo $! > %q.pid"):format(
-    MOCK, flags or "", tmp, tmp, tmp))
-  local u
-  for _ = 1, 200 do
-    local f = io.open(tmp)
-    u = f and f:read("a"):match("(http://[%d.]+:%d+)")
-    if f then f:close() end
-    if u then break end
-    sluice.sleep(0.025)
-  end
-  assert(u, "sluice-mock did not start")
-  local pidf = assert(io.open(tmp .. ".pid"))
-  local pid = pidf:read("l")
-  pidf:close()
-  return u, function()
-    os.execute("kill " .. pid .. " 2>/dev/null")
-    os.remove(tmp); os.remove(tmp .. ".pid"); os.remove(tmp .. ".log")
-  end
-end
-local url, stop_mock = start_mock()
+-- the mock, pinned to CPU 1 (a busy-poll one is started for the stop scenario)
+local mock = require "sluice.mock"
+local server = mock.start { quiet = true, cpu = 1 }
+local url = server.root
+
 
 local function median(t)
   local s = {}
@@ -116,9 +98,9 @@ if wanted("stop") then
   local default = measure("", url)
   -- Both processes spinning instead of sleeping in poll: what is left is
   -- sluice's own work plus the kernel's, without two wake-ups of idle CPUs.
-  local busy_url, stop_busy = start_mock("--busy-poll")
-  local busy = measure("SLUICE_BUSY_POLL=1", busy_url)
-  stop_busy()
+  local busy_server = mock.start { quiet = true, cpu = 1, busy_poll = true }
+  local busy = measure("SLUICE_BUSY_POLL=1", busy_server.root)
+  busy_server.stop()
   -- the machine's floor for a round trip between two pinned processes
   local floor = cjson.decode(sh(("%q"):format(bindir .. "/pingpong")):match("%b{}"))
   results.stop = { default = default, busy_poll = busy, floor = floor }
@@ -180,7 +162,7 @@ if wanted("startup") then
     { { fmt(h.median * 1000, 2), fmt(h.min * 1000, 2), fmt(h.max * 1000, 2), "<= 5 ms" } })
 end
 
-stop_mock()
+server.stop()
 local f = assert(io.open(out_path, "w"))
 f:write(cjson.encode(results), "\n")
 f:close()

@@ -185,7 +185,8 @@ static void read_opts(lua_State *L, sl_stream_opts *o, int fetch) {
   o->headers = curl_slist_append(o->headers, "Expect:");
 }
 
-static sl_stream *new_stream(lua_State *L, int fetch) {
+/* Leaves the new stream's userdata on the top of the stack. */
+static void new_stream(lua_State *L, int fetch) {
   sl_runtime *rt = sl_rt(L);
   sl_stream_opts o;
   sl_stream **ud;
@@ -199,7 +200,6 @@ static sl_stream *new_stream(lua_State *L, int fetch) {
   luaL_setmetatable(L, STREAM_MT);
   *ud = sl_stream_start(rt, rt->current, &o, &err);
   if (!*ud) luaL_error(L, "cannot start stream: %s", err);
-  return *ud;
 }
 
 static int l_stream(lua_State *L) {
@@ -324,24 +324,21 @@ static int next_k(lua_State *L, int status, lua_KContext mode) {
   return sl_task_wait(L, t, next_cleanup, s, mode, next_k);
 }
 
-static int l_next(lua_State *L) {
+/* Stack for next_k: 1 = stream, 2 = timeout, 3 = its deadline or nil. */
+static int start_next(lua_State *L, lua_KContext mode) {
   check_stream(L, 1);
   lua_settop(L, 2);
   if (lua_isnil(L, 2)) lua_pushnil(L);
   else lua_pushnumber(L, sl_now() + luaL_checknumber(L, 2));
-  return next_k(L, LUA_OK, MODE_NEXT);
+  return next_k(L, LUA_OK, mode);
 }
+
+static int l_next(lua_State *L) { return start_next(L, MODE_NEXT); }
 
 /* s:next_text([timeout]): like next(), but a simple OpenAI-compatible text
    chunk is returned as its text (a string) instead of an event table. The
    fast path of sluice.openai; any other event comes back whole. */
-static int l_next_text(lua_State *L) {
-  check_stream(L, 1);
-  lua_settop(L, 2);
-  if (lua_isnil(L, 2)) lua_pushnil(L);
-  else lua_pushnumber(L, sl_now() + luaL_checknumber(L, 2));
-  return next_k(L, LUA_OK, MODE_TEXT);
-}
+static int l_next_text(lua_State *L) { return start_next(L, MODE_TEXT); }
 
 static int l_iter(lua_State *L) {
   lua_settop(L, 2);

@@ -95,45 +95,90 @@ if wanted("stop") then
     for _, v in ipairs(after) do max_after = math.max(max_after, v) end
     return { latency_us = lat, chunks_after_keyword = after, median_us = median(lat), max_after = max_after }
   end
+  -- The same stops by a bare C client (tests/bench/floor_stop.c: epoll, read,
+  -- memmem, close): what any client pays on this machine for the round trip.
+  local function measure_c(target, mode)
+    local ids = cjson.decode(sh(("taskset -c 0 %q %q %d %s"):format(bindir .. "/floor_stop", target,
+                                                                      5 * runs, mode)):match("%b{}")).ids
+    local want, lat, after, max_after = {}, {}, {}, 0
+    for _, id in ipairs(ids) do want[id] = true end
+    local res = assert(sluice.fetch { url = target .. "/stats" })
+    for _, r in ipairs(cjson.decode(res.body).requests) do
+      if want[r.id] and r.client_closed and r.stop_latency_us ~= cjson.null then
+        lat[#lat + 1] = r.stop_latency_us
+        after[#after + 1] = r.tokens_sent - 101
+        max_after = math.max(max_after, r.tokens_sent - 101)
+      end
+    end
+    assert(#lat == #ids, "the C client's stops were not all recorded")
+    return { latency_us = lat, chunks_after_keyword = after, median_us = median(lat), max_after = max_after }
+  end
   local default = measure("", url)
+  local default_c = measure_c(url, "sleep")
   -- Both processes spinning instead of sleeping in poll: what is left is
   -- sluice's own work plus the kernel's, without two wake-ups of idle CPUs.
   local busy_server = mock.start { quiet = true, cpu = 1, busy_poll = true }
   local busy = measure("SLUICE_BUSY_POLL=1", busy_server.root)
+  local busy_c = measure_c(busy_server.root, "spin")
   busy_server.stop()
   -- the machine's floor for a round trip between two pinned processes
   local floor = cjson.decode(sh(("%q"):format(bindir .. "/pingpong")):match("%b{}"))
-  results.stop = { default = default, busy_poll = busy, floor = floor }
-  local function row(name, r)
-    return { name, fmt(r.median_us), fmt(math.min(table.unpack(r.latency_us))),
-             fmt(math.max(table.unpack(r.latency_us))), fmt(r.max_after), "<= 50 us, 0 chunks" }
+  results.stop = { default = default, busy_poll = busy, c_client = default_c, c_client_spinning = busy_c,
+                   floor = floor }
+  local function row(name, r, c)
+    return { name, fmt(r.median_us), c and fmt(r.median_us / c.median_us, 2) or "",
+             fmt(math.min(table.unpack(r.latency_us))), fmt(math.max(table.unpack(r.latency_us))),
+             fmt(r.max_after), c and "<= 50 us, 0 chunks" or "" }
   end
   table_md(("Stop latency: 5,000 chunks at one per 2 ms, keyword in chunk 100, policy.stop_on (%d stops each); keyword written -> mock sees the close, us"):format(#default.latency_us),
-    { "mode", "median", "min", "max", "chunks after the keyword (max)", "target" },
-    { row("default (both sleep in epoll)", default),
-      row("SLUICE_BUSY_POLL=1, sluice-mock --busy-poll", busy),
-      { "floor: a C ping-pong over loopback, sleeping / spinning", fmt(floor.sleeping_rtt_us) .. " / " ..
-        fmt(floor.spinning_rtt_us), "", "", "", "" } })
+    { "client", "median", "ratio to the C client", "min", "max", "chunks after the keyword (max)", "target" },
+    { row("sluice, default (client and mock sleep in epoll)", default, default_c),
+      row("floor: bare C client (epoll, read, memmem, close), same mock", default_c),
+      row("sluice, SLUICE_BUSY_POLL=1, sluice-mock --busy-poll", busy, busy_c),
+      row("floor: bare C client spinning, sluice-mock --busy-poll", busy_c),
+      { "floor: a C ping-pong over loopback, sleeping / spinning (round trip)",
+        fmt(floor.sleeping_rtt_us) .. " / " .. fmt(floor.spinning_rtt_us), "", "", "", "", "" } })
 end
 
 -- 3. concurrency ---------------------------------------------------------------------
+-- Next to sluice, two C clients of the same streams (tests/bench/floor_streams.c):
+-- plain sockets with epoll (the kernel's share), and libcurl's multi interface
+-- driven by libuv with the data dropped (the transport sluice is built on).
 if wanted("concurrency") then
   local rows, res = {}, {}
+  local function c_floor(mode, n)
+    local out = sh(("taskset -c 0 %q %s %q %d 200 50"):format(bindir .. "/floor_streams", mode, url, n))
+    return cjson.decode((assert(out:match("%b{}"), "floor_streams failed: " .. out)))
+  end
   for _, n in ipairs { 1000, 10000 } do
-    local walls, rss, cpu, ok, note = {}, {}, {}, true, nil
-    for _ = 1, (n == 1000 and runs or math.min(runs, 3)) do
-      local r = worker("concurrency", n, 200, 50)
-      walls[#walls + 1], rss[#rss + 1], cpu[#cpu + 1] = r.wall, r.peak_rss_mb, r.cpu
-      ok = ok and r.completed == n
-      note = r.note
+    local r = {}
+    local function add(key, fn)
+      local walls, rss, cpu, ok, note = {}, {}, {}, true, nil
+      for _ = 1, (n == 1000 and runs or math.min(runs, 3)) do
+        local x = fn()
+        walls[#walls + 1], rss[#rss + 1], cpu[#cpu + 1] = x.wall, x.peak_rss_mb, x.cpu
+        ok = ok and x.completed == n
+        note = note or x.note
+      end
+      r[key] = { wall = walls, peak_rss_mb = rss, cpu = cpu, all_completed = ok, note = note,
+                 median = { wall = median(walls), peak_rss_mb = median(rss), cpu = median(cpu) } }
     end
-    res[tostring(n)] = { wall = walls, peak_rss_mb = rss, cpu = cpu, all_completed = ok, note = note }
-    rows[#rows + 1] = { tostring(n), ok and "yes" or "NO", fmt(median(walls), 2), fmt(median(rss), 1), fmt(median(cpu), 2),
-      n == 1000 and "<= 4.1 s, <= 40 MB, <= 1 CPU s" or "<= 200 MB, <= 10 CPU s" }
+    add("sluice", function() return worker("concurrency", n, 200, 50) end)
+    add("curl_uv", function() return c_floor("curl", n) end)
+    add("epoll", function() return c_floor("epoll", n) end)
+    res[tostring(n)] = r
+    local function row(name, x, target)
+      return { tostring(n), name, x.all_completed and "yes" or "NO", fmt(x.median.wall, 2),
+               fmt(x.median.peak_rss_mb, 1), fmt(x.median.cpu, 2), target or "" }
+    end
+    rows[#rows + 1] = row("sluice (one task per stream, `for _ in s:events()`)", r.sluice,
+      n == 1000 and "<= 4.1 s, <= 40 MB, <= 1 CPU s" or "<= 200 MB, <= 10 CPU s")
+    rows[#rows + 1] = row("floor: libcurl multi + libuv in C, data dropped", r.curl_uv)
+    rows[#rows + 1] = row("floor: plain sockets + epoll in C", r.epoll)
   end
   results.concurrency = res
   table_md("Concurrency: streams of 200 chunks at 50 chunks/s each (4 s per stream), medians",
-    { "streams", "all completed", "wall (s)", "peak RSS (MB)", "client CPU (s)", "target" }, rows)
+    { "streams", "client", "all completed", "wall (s)", "peak RSS (MB)", "client CPU (s)", "target" }, rows)
 end
 
 -- 4. slow consumer ------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #define SL_LOOP_H
 
 #include "curl_dl.h"
+#include "list.h"
 #include <stddef.h>
 #include <uv.h>
 
@@ -18,6 +19,8 @@ typedef struct sl_loop {
   uv_timer_t *timer;      /* curl's timeout; heap-allocated, freed on close */
   sl_done_fn on_done;     /* priv is the easy handle's CURLOPT_PRIVATE */
   int transfers;          /* easy handles currently added */
+  int pass_sockets;       /* socket events handed to curl in this loop pass */
+  sl_list deferred;       /* sockets left for the next pass (sl_socket) */
 } sl_loop;
 
 int  sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done);
@@ -27,5 +30,8 @@ int  sl_loop_ensure(sl_loop *l, char *err, size_t n);
 int  sl_loop_add(sl_loop *l, CURL *easy);
 void sl_loop_remove(sl_loop *l, CURL *easy);
 void sl_loop_kick(sl_loop *l);
+/* Called once per loop pass after the ready tasks ran: watches the sockets
+   deferred in this pass again. */
+void sl_loop_pass_end(sl_loop *l);
 
 #endif

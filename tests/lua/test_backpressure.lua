@@ -48,4 +48,38 @@ T.case("many unread streams share one memory budget, and lose nothing", function
   end
 end)
 
+-- More streams are readable at once than curl is handed in one loop pass
+-- (256): the rest wait, unwatched, for the next pass. Nothing may be lost,
+-- reordered or stuck there: every stream's text is the mock's same passage.
+T.case("a thousand busy streams, read by a thousand tasks, lose nothing", function()
+  local cjson = require "cjson"
+  local n, tokens = 1000, 400
+  local tasks = {}
+  for i = 1, n do
+    tasks[i] = sluice.spawn(function()
+      local s = T.open({ tokens_per_sec = 1000 }, { body = { max_tokens = tokens } })
+      local parts, events, last = {}, 0, nil
+      for ev in s:events() do
+        events, last = events + 1, ev.data
+        if ev.data ~= "[DONE]" then
+          local d = cjson.decode(ev.data).choices[1].delta
+          if d and d.content then parts[#parts + 1] = d.content end
+        end
+      end
+      return table.concat(parts), events, last
+    end)
+  end
+  local first, same, complete = nil, 0, 0
+  for i = 1, n do
+    local ok, text, events, last = tasks[i]:join()
+    T.ok(ok, "task " .. i .. " finished: " .. tostring(text))
+    if events == tokens + 3 and last == "[DONE]" then complete = complete + 1 end
+    first = first or text
+    if text == first then same = same + 1 end
+  end
+  T.eq(complete, n, "streams with every event, ending in [DONE]")
+  T.eq(same, n, "streams whose text is the same passage, in order")
+  T.ok(#first > 1000, "the passage is there")
+end)
+
 T.done()

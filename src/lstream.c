@@ -210,11 +210,14 @@ static int l_stream(lua_State *L) {
 /* ---- reading ---------------------------------------------------------------- */
 
 static void push_event(lua_State *L, sl_stream *s, const sl_event *ev) {
-  lua_createtable(L, 0, 3);
+  /* Sized to the fields it gets: each slot more is memory the collector
+     then sweeps, once per event. */
+  int sse = s->framing == SL_FRAMING_SSE;
+  lua_createtable(L, 0, sse ? 2 + (ev->id_len > 0) : 1);
   lua_pushvalue(L, lua_upvalueindex(UP_DATA));
   lua_pushlstring(L, ev->data, ev->data_len);
   lua_rawset(L, -3);
-  if (s->framing == SL_FRAMING_SSE) {
+  if (sse) {
     lua_pushvalue(L, lua_upvalueindex(UP_EVENT));
     if (ev->event_len) lua_pushlstring(L, ev->event, ev->event_len);
     else lua_pushvalue(L, lua_upvalueindex(UP_MESSAGE));
@@ -275,11 +278,16 @@ static int l_chunk_text(lua_State *L) {
   return 1;
 }
 
-/* Stack: 1 = stream, 2 = timeout or control value, 3 = deadline (next only). */
+/* Stack: 1 = stream (already checked), 2 = timeout or control value,
+   3 = deadline (next only). Continues after a wait, so status may be
+   LUA_YIELD. */
 static int next_k(lua_State *L, int status, lua_KContext mode) {
-  sl_stream *s = check_stream(L, 1);
+  /* The stream was checked before the first try and is still on this
+     stack; only its release (a finalizer's doing) remains to be seen. */
+  sl_stream *s = *(sl_stream **)lua_touserdata(L, 1);
   sl_task *t = sl_rt(L)->current;
   sl_event ev;
+  if (!s) luaL_error(L, "attempt to use a released stream");
   if (status == LUA_YIELD) sl_task_check_cancel(L, t);
   if (sl_stream_peek(s, &ev)) {
     if (mode != MODE_TEXT || !push_text(L, &ev)) push_event(L, s, &ev);
@@ -341,6 +349,7 @@ static int l_next(lua_State *L) { return start_next(L, MODE_NEXT); }
 static int l_next_text(lua_State *L) { return start_next(L, MODE_TEXT); }
 
 static int l_iter(lua_State *L) {
+  check_stream(L, 1);
   lua_settop(L, 2);
   lua_pushnil(L);
   return next_k(L, LUA_OK, MODE_ITER);

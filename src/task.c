@@ -410,6 +410,103 @@ static void on_signal(int signum) {
 
 static void on_wakeup(uv_async_t *h) { interrupt(h->data); }
 
+/* ---- Lua's allocator ----------------------------------------------------------
+** Streaming makes Lua allocate a few small blocks per event (the table, its
+** slots, the data string) and the collector frees them in bursts, which
+** malloc handles slowly (it coalesces and sorts its bins). Small blocks are
+** kept on per-size free lists instead, up to a budget; Lua passes each
+** block's size back when it frees it, so a block needs no header. The state
+** is made with this allocator from its first block, so every block Lua frees
+** has the size its class promises. */
+
+#define POOL_MAX (SL_POOL_GRAIN * SL_POOL_CLASSES)   /* larger: plain malloc */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_KEEP 0            /* let ASan see every block come and go */
+#else
+#define POOL_KEEP (4u << 20)   /* bytes kept on the lists at most */
+#endif
+
+/* Class c holds blocks of (c + 1) * SL_POOL_GRAIN bytes; n > 0. */
+static size_t pool_class(size_t n) { return (n - 1) / SL_POOL_GRAIN; }
+
+static void *pool_get(sl_pool *p, size_t n) {
+  size_t c;
+  void *b;
+  if (n > POOL_MAX) return malloc(n);
+  c = pool_class(n);
+  if (!(b = p->lists[c])) return malloc((c + 1) * SL_POOL_GRAIN);
+  p->lists[c] = *(void **)b;
+  p->kept -= (c + 1) * SL_POOL_GRAIN;
+  return b;
+}
+
+static void pool_put(sl_pool *p, void *b, size_t n) {
+  size_t c;
+  if (n > POOL_MAX || p->kept + n > POOL_KEEP) {
+    free(b);
+    return;
+  }
+  c = pool_class(n);
+  *(void **)b = p->lists[c];
+  p->lists[c] = b;
+  p->kept += (c + 1) * SL_POOL_GRAIN;
+}
+
+static void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  sl_pool *p = ud;
+  void *b;
+  if (!ptr) return nsize ? pool_get(p, nsize) : NULL;  /* osize is a type tag */
+  if (nsize == 0) {
+    pool_put(p, ptr, osize);
+    return NULL;
+  }
+  if (osize > POOL_MAX && nsize > POOL_MAX) return realloc(ptr, nsize);
+  if (osize <= POOL_MAX && nsize <= POOL_MAX && pool_class(osize) == pool_class(nsize))
+    return ptr;
+  if (!(b = pool_get(p, nsize))) return nsize < osize ? ptr : NULL;  /* ptr is big enough */
+  memcpy(b, ptr, osize < nsize ? osize : nsize);
+  pool_put(p, ptr, osize);
+  return b;
+}
+
+static void pool_free(sl_pool *p) {
+  size_t c;
+  for (c = 0; c < SL_POOL_CLASSES; c++)
+    while (p->lists[c]) {
+      void *b = p->lists[c];
+      p->lists[c] = *(void **)b;
+      free(b);
+    }
+  p->kept = 0;
+}
+
+/* lua_newstate leaves out what luaL_newstate adds: these behave as the stock
+   lua does. An error outside any protected call ends the process. */
+static int on_panic(lua_State *L) {
+  const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                   : "error object is not a string";
+  fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n", msg);
+  fflush(stderr);
+  return 0;
+}
+
+/* Warnings are off until warn("@on"); a message may come in pieces (tocont),
+   printed on one line. */
+static void on_warn(void *ud, const char *msg, int tocont) {
+  sl_runtime *rt = ud;
+  if (!rt->warn_cont && !tocont && msg[0] == '@') {  /* a control message */
+    if (strcmp(msg, "@on") == 0) rt->warn_on = 1;
+    else if (strcmp(msg, "@off") == 0) rt->warn_on = 0;
+    return;
+  }
+  if (!rt->warn_on) return;
+  if (!rt->warn_cont) fputs("Lua warning: ", stderr);
+  fputs(msg, stderr);
+  if (!tocont) fputs("\n", stderr);
+  fflush(stderr);
+  rt->warn_cont = (unsigned char)tocont;
+}
+
 int sl_runtime_init(sl_runtime *rt) {
   memset(rt, 0, sizeof *rt);
   sl_list_init(&rt->ready);
@@ -437,8 +534,10 @@ int sl_runtime_init(sl_runtime *rt) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
   }
-  rt->L = luaL_newstate();
+  rt->L = lua_newstate(pool_alloc, &rt->pool);
   if (!rt->L) return -1;
+  lua_atpanic(rt->L, on_panic);
+  lua_setwarnf(rt->L, on_warn, rt);
   *(sl_runtime **)lua_getextraspace(rt->L) = rt;
   return 0;
 }
@@ -468,6 +567,7 @@ void sl_runtime_close(sl_runtime *rt) {
     lua_close(rt->L);
     rt->L = NULL;
   }
+  pool_free(&rt->pool);
   sl_loop_close(&rt->net);
   sl_stdin_close(rt);
   uv_close((uv_handle_t *)&rt->check, NULL);

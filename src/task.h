@@ -47,6 +47,14 @@ typedef struct sl_joinwait {
   sl_task *waiter;
 } sl_joinwait;
 
+/* Free lists of small blocks for Lua's allocator (see task.c). */
+#define SL_POOL_GRAIN 16
+#define SL_POOL_CLASSES 64     /* blocks up to 1 KiB */
+typedef struct sl_pool {
+  void *lists[SL_POOL_CLASSES];
+  size_t kept;           /* bytes on the lists */
+} sl_pool;
+
 struct sl_runtime {
   uv_loop_t uv;
   sl_loop net;
@@ -63,6 +71,8 @@ struct sl_runtime {
   struct sl_stdin *input; /* sluice.read_line's reader, created on first use */
   size_t queued_bytes;   /* in every stream's event queue together */
   uint64_t fd_limit;     /* RLIMIT_NOFILE at start; 0 if unknown */
+  sl_pool pool;          /* Lua's small blocks */
+  unsigned char warn_on, warn_cont;  /* warn(): enabled; inside a message */
   int exit_code;
   int stopping;
 };

@@ -423,7 +423,7 @@ static void on_wakeup(uv_async_t *h) { interrupt(h->data); }
 #if defined(__SANITIZE_ADDRESS__)
 #define POOL_KEEP 0            /* let ASan see every block come and go */
 #else
-#define POOL_KEEP (4u << 20)   /* bytes kept on the lists at most */
+#define POOL_KEEP (1u << 20)   /* bytes kept on the lists at most */
 #endif
 
 /* Class c holds blocks of (c + 1) * SL_POOL_GRAIN bytes; n > 0. */

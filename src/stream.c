@@ -261,8 +261,7 @@ static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
 /* A child process (os.execute, io.popen, sluice.exec) must not inherit the
    socket: a copy held elsewhere would keep the connection open after cancel. */
 static int cb_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose) {
-  int flags = fcntl(fd, F_GETFD);
-  if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);  /* the only descriptor flag there is */
   return CURL_SOCKOPT_OK;
 }
 

@@ -85,11 +85,12 @@ static int cb_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   int events = 0;
   if (what == CURL_POLL_REMOVE) {
     /* curl closes the fd right after this: stop watching it now, and never
-       let a closing poll handle linger on a number the kernel may reuse. */
+       let a closing poll handle linger on a number the kernel may reuse.
+       uv_close stops a poll handle at once (one epoll_ctl, not two with a
+       uv_poll_stop first: this runs on the way to every cancel's close). */
     if (sock) {
       sl_list_remove(&sock->deferred_node);
       sock->deferred = 0;
-      uv_poll_stop(&sock->poll);
       curl_multi_assign(l->multi, fd, NULL);
       uv_close((uv_handle_t *)&sock->poll, free_handle);
     }

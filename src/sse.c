@@ -51,6 +51,24 @@ void sl_sse_free(sl_sse *p) {
   p->data_ref = NULL;
 }
 
+void sl_sse_trim(sl_sse *p) {
+  if (p->line_len == 0) {
+    free(p->line);
+    p->line = NULL;
+    p->line_cap = 0;
+  }
+  if (!p->has_data) {
+    free(p->data);
+    p->data = NULL;
+    p->data_len = p->data_cap = 0;
+  }
+  if (p->event_len == 0) {
+    free(p->event);
+    p->event = NULL;
+    p->event_cap = 0;
+  }
+}
+
 /* Data borrowed from the caller's buffer must be owned before the buffer
    goes away or before more data is joined to it. */
 static int own_data(sl_sse *p, size_t extra) {

@@ -55,4 +55,9 @@ int sl_sse_feed(sl_sse *p, const char *buf, size_t len, sl_sse_event_fn fn,
 
 void sl_sse_free(sl_sse *p);
 
+/* Between feeds: frees the buffers that hold nothing pending (a split line,
+   multi-line data, an event type), for callers with many mostly idle
+   streams. The last event ID is kept, as the rules require. */
+void sl_sse_trim(sl_sse *p);
+
 #endif

@@ -31,7 +31,7 @@ static int buf_reserve(sl_buf *b, size_t extra) {
   size_t need = b->len + extra, cap;
   char *p;
   if (need <= b->cap) return 0;
-  cap = b->cap ? b->cap : 512;  /* most buffers stay small; 10,000 streams add up */
+  cap = b->cap ? b->cap : 64;  /* most buffers stay small; 10,000 streams add up */
   while (cap < need) cap *= 2;
   p = realloc(b->p, cap);
   if (!p) return -1;
@@ -190,6 +190,7 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   switch (s->framing) {
   case SL_FRAMING_SSE:
     rc = sl_sse_feed(&s->sse, ptr, n, on_sse_event, s);
+    if (s->rt->net.transfers >= MANY_STREAMS) sl_sse_trim(&s->sse);
     break;
   case SL_FRAMING_NDJSON:
     rc = sl_lines_feed(&s->lines, ptr, n, on_line, s);
@@ -458,14 +459,17 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
   sl_list_init(&s->owner_node);
   sl_sse_init(&s->sse, o->max_event_bytes);
   sl_lines_init(&s->lines, o->max_event_bytes);
-  s->timer = malloc(sizeof *s->timer);
-  if (!s->timer || uv_timer_init(&rt->uv, s->timer) != 0) {
-    free(s->timer);
-    s->timer = NULL;
-    *err = "cannot create a timer";
-    goto fail;
+  if (s->to_connect > 0 || s->to_first_byte > 0 || s->to_idle > 0 || s->to_total > 0) {
+    /* only a stream with deadlines has a timer: 10,000 streams add up */
+    s->timer = malloc(sizeof *s->timer);
+    if (!s->timer || uv_timer_init(&rt->uv, s->timer) != 0) {
+      free(s->timer);
+      s->timer = NULL;
+      *err = "cannot create a timer";
+      goto fail;
+    }
+    s->timer->data = s;
   }
-  s->timer->data = s;
   s->t_started = sl_now();
   if (rt->fd_limit && (uint64_t)rt->net.transfers + FD_RESERVE >= rt->fd_limit) {
     /* Say so, rather than let curl fail with a bare "couldn't connect". */

@@ -21,8 +21,8 @@ typedef struct sl_socket {
   uv_poll_t poll;
   curl_socket_t fd;
   int events;       /* what curl asked us to watch */
-  int deferred;     /* in loop->deferred, not watched until the next pass */
-  sl_list deferred_node;
+  sl_list deferred_node;  /* linked in loop->deferred while unwatched until
+                             the next pass */
   sl_loop *loop;
 } sl_socket;
 
@@ -49,7 +49,6 @@ static void on_uv_socket(uv_poll_t *h, int status, int events) {
   int flags = 0, running;
   if (status >= 0 && sock->events == UV_READABLE && l->pass_sockets >= PASS_SOCKETS) {
     uv_poll_stop(h);
-    sock->deferred = 1;
     sl_list_push(&l->deferred, &sock->deferred_node);
     return;
   }
@@ -90,7 +89,6 @@ static int cb_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
        uv_poll_stop first: this runs on the way to every cancel's close). */
     if (sock) {
       sl_list_remove(&sock->deferred_node);
-      sock->deferred = 0;
       curl_multi_assign(l->multi, fd, NULL);
       uv_close((uv_handle_t *)&sock->poll, free_handle);
     }
@@ -104,7 +102,6 @@ static int cb_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
       return -1;
     }
     sock->fd = fd;
-    sock->deferred = 0;
     sl_list_init(&sock->deferred_node);
     sock->loop = l;
     sock->poll.data = sock;
@@ -113,7 +110,7 @@ static int cb_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
   sock->events = events;
-  if (sock->deferred) return 0;  /* watched again at the end of the pass */
+  if (sl_list_linked(&sock->deferred_node)) return 0;  /* watched again at the pass's end */
   if (uv_poll_start(&sock->poll, events, on_uv_socket) != 0) return -1;
   return 0;
 }
@@ -205,7 +202,6 @@ void sl_loop_pass_end(sl_loop *l) {
   while (!sl_list_empty(&l->deferred)) {
     sl_socket *sock = sl_container_of(l->deferred.next, sl_socket, deferred_node);
     sl_list_remove(&sock->deferred_node);
-    sock->deferred = 0;
     if (sock->events) uv_poll_start(&sock->poll, sock->events, on_uv_socket);
   }
 }

@@ -374,7 +374,7 @@ static int l_cancel(lua_State *L) {
 
 static int l_close(lua_State *L) {
   sl_stream **ud = luaL_checkudata(L, 1, STREAM_MT);
-  if (*ud && !sl_stream_finished(*ud)) sl_stream_cancel(*ud, "closed");
+  if (*ud) sl_stream_cancel(*ud, "closed");  /* nothing if already over */
   return 0;
 }
 

@@ -550,7 +550,7 @@ fail_opts:
 /* From __gc: the last path of the closing guarantee. */
 void sl_stream_release(sl_stream *s) {
   int i;
-  if (!sl_stream_finished(s)) sl_stream_cancel(s, "garbage collected");
+  sl_stream_cancel(s, "garbage collected");  /* nothing if already over */
   if (s->easy) {  /* only on a failed start */
     curl_easy_cleanup(s->easy);
     s->easy = NULL;

@@ -277,7 +277,7 @@ local function fail(self, err)
   end
   self.over = true
   self.error = err
-  if self.s:state() ~= "failed" then self.s:cancel(err.message) end
+  self.s:cancel(err.message)  -- does nothing once the stream is over
   if self.emit then emit(self, { type = "error", error = err }) end
 end
 

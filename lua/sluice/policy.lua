@@ -82,26 +82,23 @@ end
 -- ---------------------------------------------------------------------------
 -- Budgets
 
--- max_tokens(n): the server's continuous usage count when it sends one, else
--- one token per generated chunk (content, reasoning or tool-call pieces).
-function policy.max_tokens(n)
-  check_number(n, "max_tokens", true)
-  local reason = "max_tokens:" .. format("%d", n)
+-- A budget: stops once state[field] reaches n. It keeps no state of its own,
+-- so every stream shares the one instance.
+local function budget(name, field, n)
+  check_number(n, name, true)
+  local reason = name .. ":" .. format("%d", n)
   local inst = { check = function(_, state)
-    if state.tokens >= n then return reason end
+    if state[field] >= n then return reason end
   end }
   return define(reason, function() return inst end)
 end
 
+-- max_tokens(n): the server's continuous usage count when it sends one, else
+-- one token per generated chunk (content, reasoning or tool-call pieces).
+function policy.max_tokens(n) return budget("max_tokens", "tokens", n) end
+
 -- max_chars(n): characters (UTF-8 code points) of content.
-function policy.max_chars(n)
-  check_number(n, "max_chars", true)
-  local reason = "max_chars:" .. format("%d", n)
-  local inst = { check = function(_, state)
-    if state.chars >= n then return reason end
-  end }
-  return define(reason, function() return inst end)
-end
+function policy.max_chars(n) return budget("max_chars", "chars", n) end
 
 -- ---------------------------------------------------------------------------
 -- Text

@@ -145,7 +145,8 @@ end
 -- 3. concurrency ---------------------------------------------------------------------
 -- Next to sluice, two C clients of the same streams (tests/bench/floor_streams.c):
 -- plain sockets with epoll (the kernel's share), and libcurl's multi interface
--- driven by libuv with the data dropped (the transport sluice is built on).
+-- driven by sluice's own bridge (src/loop.c) with the data dropped: sluice's
+-- transport without Lua.
 if wanted("concurrency") then
   local rows, res = {}, {}
   local function c_floor(mode, n)
@@ -175,7 +176,7 @@ if wanted("concurrency") then
     end
     rows[#rows + 1] = row("sluice (one task per stream, `for _ in s:events()`)", r.sluice,
       n == 1000 and "<= 4.1 s, <= 40 MB, <= 1 CPU s" or "<= 200 MB, <= 10 CPU s")
-    rows[#rows + 1] = row("floor: libcurl multi + libuv in C, data dropped", r.curl_uv)
+    rows[#rows + 1] = row("floor: sluice's curl bridge (src/loop.c) in C, no Lua, data dropped", r.curl_uv)
     rows[#rows + 1] = row("floor: plain sockets + epoll in C", r.epoll)
   end
   results.concurrency = res

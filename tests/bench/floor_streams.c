@@ -5,14 +5,14 @@
 **   floor_streams epoll URL N CHUNKS RATE   plain sockets, epoll and read():
 **                                           what the kernel alone costs
 **   floor_streams curl  URL N CHUNKS RATE   libcurl's multi interface driven
-**                                           by libuv as sluice drives it, with
-**                                           a write callback that drops the
-**                                           data: sluice's transport, no Lua
+**                                           by sluice's own bridge (src/loop.c)
+**                                           with a write callback that drops
+**                                           the data: sluice's transport, no
+**                                           Lua
 ** Prints {"wall","cpu","peak_rss_mb","completed"} like the Lua worker.
 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "loop.h"  /* sluice's bridge, and libcurl through src/curl_dl.c */
 
 #define TAIL 7  /* "\r\n0\r\n\r\n": the last chunk of a chunked response */
 
@@ -100,93 +102,42 @@ static int run_epoll(const char *url, int n, const char *body) {
   return completed;
 }
 
-/* ---- libcurl multi + libuv (the shape of sluice's src/loop.c) ------------ */
+/* ---- sluice's own curl-multi bridge (src/loop.c), without Lua ------------ */
 
-typedef struct sock {
-  uv_poll_t poll;
-  curl_socket_t fd;
-} sock;
-
-static uv_loop_t *loop;
-static CURLM *multi;
-static uv_timer_t timer;
+static sl_loop net;
 static int completed;
+
+/* Called once a transfer is over, after curl has returned (as for sluice). */
+static void on_done(void *priv, CURLcode result) {
+  CURL *e = priv;
+  if (result == CURLE_OK) completed++;
+  sl_loop_remove(&net, e);
+  curl_easy_cleanup(e);
+}
 
 static size_t drop(char *p, size_t size, size_t nmemb, void *ud) {
   (void)p, (void)ud;
   return size * nmemb;
 }
 
-static void reap(void) {
-  CURLMsg *m;
-  int queued;
-  while ((m = curl_multi_info_read(multi, &queued)) != NULL) {
-    if (m->msg != CURLMSG_DONE) continue;
-    if (m->data.result == CURLE_OK) completed++;
-    curl_multi_remove_handle(multi, m->easy_handle);
-    curl_easy_cleanup(m->easy_handle);
-  }
-}
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  sock *s = h->data;
-  int flags = 0, running;
-  if (status < 0) flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
-  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  curl_multi_socket_action(multi, s->fd, flags, &running);
-  reap();
-}
-
-static void on_timer(uv_timer_t *t) {
-  int running;
-  (void)t;
-  curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  reap();
-}
-
-static void free_sock(uv_handle_t *h) { free(h->data); }
-
-static int cb_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sp) {
-  sock *s = sp;
-  int events = 0;
-  (void)e, (void)ud;
-  if (what == CURL_POLL_REMOVE) {
-    if (s) {
-      uv_poll_stop(&s->poll);
-      curl_multi_assign(multi, fd, NULL);
-      uv_close((uv_handle_t *)&s->poll, free_sock);
-    }
-    return 0;
-  }
-  if (!s) {
-    s = malloc(sizeof *s);
-    if (!s || uv_poll_init_socket(loop, &s->poll, fd) != 0) return -1;
-    s->fd = fd;
-    s->poll.data = s;
-    curl_multi_assign(multi, fd, s);
-  }
-  if (what & CURL_POLL_IN) events |= UV_READABLE;
-  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  return uv_poll_start(&s->poll, events, on_poll) ? -1 : 0;
-}
-
-static int cb_timer(CURLM *m, long ms, void *ud) {
-  (void)m, (void)ud;
-  if (ms < 0) return uv_timer_stop(&timer), 0;
-  return uv_timer_start(&timer, on_timer, ms > 0 ? (uint64_t)ms : 1, 0) ? -1 : 0;
-}
+/* sluice's scheduler calls this after each pass's tasks; here none run. */
+static void on_check(uv_check_t *h) { sl_loop_pass_end(h->data); }
 
 static int run_curl(const char *url, int n, const char *body) {
-  char full[256];
-  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+  char full[256], err[256];
+  uv_loop_t *uv = uv_default_loop();
+  uv_check_t check;
+  struct curl_slist *h;
+  if (sl_loop_init(&net, uv, on_done) != 0 || sl_loop_ensure(&net, err, sizeof err) != 0) {
+    fprintf(stderr, "floor_streams: %s\n", err);
+    return -1;
+  }
+  uv_check_init(uv, &check);
+  check.data = &net;
+  uv_check_start(&check, on_check);
+  uv_unref((uv_handle_t *)&check);  /* the transfers keep the loop running */
+  h = curl_slist_append(NULL, "Content-Type: application/json");
   snprintf(full, sizeof full, "%s/v1/chat/completions", url);
-  curl_global_init(CURL_GLOBAL_DEFAULT);
-  loop = uv_default_loop();
-  uv_timer_init(loop, &timer);
-  multi = curl_multi_init();
-  curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, cb_socket);
-  curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, cb_timer);
   for (int i = 0; i < n; i++) {
     CURL *e = curl_easy_init();
     curl_easy_setopt(e, CURLOPT_URL, full);
@@ -194,11 +145,14 @@ static int run_curl(const char *url, int n, const char *body) {
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, drop);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, e);
     if (n >= 256) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 1024L);  /* as sluice */
-    curl_multi_add_handle(multi, e);
+    sl_loop_add(&net, e);
   }
-  uv_run(loop, UV_RUN_DEFAULT);
-  curl_multi_cleanup(multi);
+  uv_run(uv, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&check, NULL);
+  sl_loop_close(&net);
+  uv_run(uv, UV_RUN_DEFAULT);  /* the handles' close callbacks */
   curl_slist_free_all(h);
   return completed;
 }

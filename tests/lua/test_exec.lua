@@ -63,27 +63,25 @@ T.case("other tasks run while a program runs", function()
   T.eq(ticks, 5, "the other task ran meanwhile")
 end)
 
-T.case("a timeout kills the whole process group", function()
-  local marker = "sleep 7.31"
+-- Runs a shell command that outlives its timeout: exec must give up promptly
+-- with a timeout error, and nothing matching marker may be left running.
+local function times_out(command, timeout, marker, left_what)
   local t0 = sluice.now()
-  local r, err = sluice.exec("sleep 7.31; echo never", { shell = true, timeout = 0.2 })
+  local r, err = sluice.exec(command, { shell = true, timeout = timeout })
   T.eq(r, nil, "no result")
   T.eq(err.kind, "timeout", "kind")
   T.ok(sluice.now() - t0 < 2, "returned promptly")
   sluice.sleep(0.05)
-  T.eq(children_of_exec(marker), 0, "neither the shell nor its child is left running")
+  T.eq(children_of_exec(marker), 0, left_what)
+end
+
+T.case("a timeout kills the whole process group", function()
+  times_out("sleep 7.31; echo never", 0.2, "sleep 7.31", "neither the shell nor its child is left running")
 end)
 
 T.case("a timeout also kills a grandchild that keeps the pipes open", function()
-  local marker = "sleep 7.39"
-  local t0 = sluice.now()
   -- the shell exits at once; its background child holds stdout open
-  local r, err = sluice.exec("sleep 7.39 & exit 0", { shell = true, timeout = 0.3 })
-  T.eq(r, nil, "no result")
-  T.eq(err.kind, "timeout", "kind")
-  T.ok(sluice.now() - t0 < 2, "returned promptly")
-  sluice.sleep(0.05)
-  T.eq(children_of_exec(marker), 0, "the grandchild was killed")
+  times_out("sleep 7.39 & exit 0", 0.3, "sleep 7.39", "the grandchild was killed")
 end)
 
 T.case("cancelling the task kills the program at once", function()

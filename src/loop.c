@@ -82,6 +82,11 @@ static int cb_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
   sl_loop *l = userp;
   sl_socket *sock = socketp;
   int events = 0;
+  if (l->on_socket && easy) {  /* none for connections closed from the cache */
+    void *priv = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&priv);
+    if (priv) l->on_socket(priv, fd, what == CURL_POLL_REMOVE);
+  }
   if (what == CURL_POLL_REMOVE) {
     /* curl closes the fd right after this: stop watching it now, and never
        let a closing poll handle linger on a number the kernel may reuse.
@@ -127,9 +132,10 @@ static int cb_timeout(CURLM *multi, long timeout_ms, void *userp) {
   return uv_timer_start(l->timer, on_uv_timeout, (uint64_t)timeout_ms, 0) ? -1 : 0;
 }
 
-int sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done) {
+int sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done, sl_socket_fn on_socket) {
   l->uv = uv;
   l->on_done = on_done;
+  l->on_socket = on_socket;
   l->transfers = 0;
   l->pass_sockets = 0;
   sl_list_init(&l->deferred);

@@ -12,18 +12,22 @@
 #include <uv.h>
 
 typedef void (*sl_done_fn)(void *priv, CURLcode result);
+/* fd is the socket a transfer is using now; gone = 1 when curl stops using
+   it (it may close it right after). */
+typedef void (*sl_socket_fn)(void *priv, curl_socket_t fd, int gone);
 
 typedef struct sl_loop {
   uv_loop_t *uv;
   CURLM *multi;
   uv_timer_t *timer;      /* curl's timeout; heap-allocated, freed on close */
   sl_done_fn on_done;     /* priv is the easy handle's CURLOPT_PRIVATE */
+  sl_socket_fn on_socket; /* may be NULL */
   int transfers;          /* easy handles currently added */
   int pass_sockets;       /* socket events handed to curl in this loop pass */
   sl_list deferred;       /* sockets left for the next pass (sl_socket) */
 } sl_loop;
 
-int  sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done);
+int  sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done, sl_socket_fn on_socket);
 void sl_loop_close(sl_loop *l);
 /* Loads libcurl and creates the multi handle on first use; -1 with err set. */
 int  sl_loop_ensure(sl_loop *l, char *err, size_t n);

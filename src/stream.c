@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "stream.h"
 
@@ -228,6 +229,7 @@ static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
   if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {  /* a new response begins */
     const char *sp = memchr(buf, ' ', n);
     s->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+    s->http_major = buf[5] - '0';  /* "HTTP/1.1", "HTTP/2" */
     s->resp_headers.len = 0;
     s->headers_done = 0;
     return n;
@@ -338,6 +340,10 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   s->state = state;
   s->t_ended = sl_now();
   if (s->easy) {
+    /* Unfinished, on an HTTP/1 connection no other transfer shares: close it
+       now. curl's own close comes at the end of its clean-up, some 10 us
+       later — time in which the server goes on generating. */
+    if (s->fd != CURL_SOCKET_BAD && s->http_major == 1) shutdown(s->fd, SHUT_RDWR);
     sl_loop_remove(&s->rt->net, s->easy);
     curl_easy_cleanup(s->easy);
     s->easy = NULL;
@@ -406,8 +412,15 @@ void sl_stream_cancel(sl_stream *s, const char *reason) {
   sl_stream_end(s, SL_STATE_CANCELLED);
 }
 
+void sl_stream_on_socket(void *priv, curl_socket_t fd, int gone) {
+  sl_stream *s = priv;
+  if (!gone) s->fd = fd;
+  else if (s->fd == fd) s->fd = CURL_SOCKET_BAD;  /* curl may close it now */
+}
+
 void sl_stream_on_done(void *priv, CURLcode result) {
   sl_stream *s = priv;
+  s->fd = CURL_SOCKET_BAD;  /* finished: the connection is curl's to keep or close */
   if (sl_stream_finished(s)) return;
   if (s->http_error) {  /* whatever happened after an error status */
     sl_stream_fail(s, "http", "http status %ld", s->status);
@@ -446,6 +459,7 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
     goto fail_opts;
   }
   s->rt = rt;
+  s->fd = CURL_SOCKET_BAD;
   s->framing = o->framing;
   s->max_event_bytes = o->max_event_bytes;
   s->to_connect = o->connect;

@@ -61,6 +61,8 @@ struct sl_stream {
   double t_busy;          /* last time the idle timer saw events still queued */
   uint64_t events, bytes;
   int local_port;         /* of the connection, once connected */
+  curl_socket_t fd;       /* the socket curl is watching for this transfer */
+  int http_major;         /* of the final response: 1 = the connection is ours alone */
 
   char *cancel_reason;
   const char *err_kind;   /* set when state is FAILED */
@@ -104,8 +106,9 @@ void sl_stream_cancel(sl_stream *s, const char *reason);
 void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...);
 /* Frees the stream once its userdata is gone (ends it first if needed). */
 void sl_stream_release(sl_stream *s);
-/* The done callback given to the curl bridge. */
+/* The done and socket callbacks given to the curl bridge. */
 void sl_stream_on_done(void *priv, CURLcode result);
+void sl_stream_on_socket(void *priv, curl_socket_t fd, int gone);
 
 /* Queue access for the binding. Returns 0 when empty. */
 typedef struct sl_event {

@@ -519,7 +519,7 @@ int sl_runtime_init(sl_runtime *rt) {
       rt->fd_limit = rl.rlim_cur;
   }
   if (uv_loop_init(&rt->uv) != 0) return -1;
-  if (sl_loop_init(&rt->net, &rt->uv, sl_stream_on_done) != 0) return -1;
+  if (sl_loop_init(&rt->net, &rt->uv, sl_stream_on_done, sl_stream_on_socket) != 0) return -1;
   uv_check_init(&rt->uv, &rt->check);
   uv_idle_init(&rt->uv, &rt->idle);
   uv_async_init(&rt->uv, &rt->wakeup, on_wakeup);

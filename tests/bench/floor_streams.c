@@ -128,7 +128,7 @@ static int run_curl(const char *url, int n, const char *body) {
   uv_loop_t *uv = uv_default_loop();
   uv_check_t check;
   struct curl_slist *h;
-  if (sl_loop_init(&net, uv, on_done) != 0 || sl_loop_ensure(&net, err, sizeof err) != 0) {
+  if (sl_loop_init(&net, uv, on_done, NULL) != 0 || sl_loop_ensure(&net, err, sizeof err) != 0) {
     fprintf(stderr, "floor_streams: %s\n", err);
     return -1;
   }

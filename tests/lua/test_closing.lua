@@ -248,4 +248,42 @@ T.case("a cancelled connection is never reused; a completed one may be", functio
   T.eq(r2.conn, r1.conn, "the completed connection was reused")
 end)
 
+T.case("a cancel closes its own connection only, on new and reused connections alike", function()
+  -- Rounds of streams over kept-alive connections, every other one cancelled
+  -- mid-stream: the socket a cancel shuts must be its own, never one that
+  -- curl has since closed and the kernel handed to another stream.
+  local done_conns, reused = {}, 0
+  for round = 1, 3 do
+    local tasks = {}
+    for i = 1, 12 do
+      tasks[i] = sluice.spawn(function()
+        local s, id = T.open({ tokens_per_sec = 200 }, { body = { max_tokens = 10 } })
+        if i % 2 == 1 then
+          T.read_tokens(s, 2)
+          s:cancel("half")
+          return id, s:state(), 2
+        end
+        return id, s:state(), T.read_tokens(s, 1000), s
+      end)
+    end
+    local conns = {}
+    for i = 1, 12 do
+      local ok, id, _, seen, s = tasks[i]:join()
+      T.ok(ok, "task " .. i .. " ran: " .. tostring(id))
+      local rec = T.wait_record(id, function(r) return r.completed or r.client_closed end)
+      if i % 2 == 1 then
+        T.ok(rec.aborted and not rec.completed, ("round %d: stream %d cancelled"):format(round, i))
+      else
+        T.eq(s:state(), "done", ("round %d: stream %d state"):format(round, i))
+        T.eq(seen, 10, ("round %d: stream %d tokens"):format(round, i))
+        T.ok(rec.completed, ("round %d: stream %d completed"):format(round, i))
+        conns[#conns + 1] = rec.conn
+      end
+      if done_conns[rec.conn] then reused = reused + 1 end
+    end
+    for _, c in ipairs(conns) do done_conns[c] = true end
+  end
+  T.ok(reused > 0, "later rounds ran on kept-alive connections")
+end)
+
 T.done()

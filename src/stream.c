@@ -329,6 +329,17 @@ static void arm_timer(sl_stream *s, double now) {
 
 /* ---- ending ---------------------------------------------------------------- */
 
+/* An unfinished transfer on an HTTP/1 connection, which no other transfer
+   shares: the connection is shut at once. curl's own close comes at the end
+   of its clean-up, some 10 us later — time in which the server goes on
+   generating. */
+static void shut_now(sl_stream *s) {
+  if (s->fd != CURL_SOCKET_BAD && s->http_major == 1) {
+    shutdown(s->fd, SHUT_RDWR);
+    s->fd = CURL_SOCKET_BAD;
+  }
+}
+
 /*
 ** The one function that ends a transfer. Runs outside curl callbacks. After it
 ** returns the easy handle is gone: an unfinished connection is closed (curl
@@ -340,10 +351,7 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   s->state = state;
   s->t_ended = sl_now();
   if (s->easy) {
-    /* Unfinished, on an HTTP/1 connection no other transfer shares: close it
-       now. curl's own close comes at the end of its clean-up, some 10 us
-       later — time in which the server goes on generating. */
-    if (s->fd != CURL_SOCKET_BAD && s->http_major == 1) shutdown(s->fd, SHUT_RDWR);
+    shut_now(s);
     sl_loop_remove(&s->rt->net, s->easy);
     curl_easy_cleanup(s->easy);
     s->easy = NULL;
@@ -406,6 +414,7 @@ void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...) {
 
 void sl_stream_cancel(sl_stream *s, const char *reason) {
   if (sl_stream_finished(s)) return;
+  shut_now(s);  /* first: the rest can wait, the server should not */
   free(s->cancel_reason);
   s->cancel_reason = strdup(reason ? reason : "cancelled");
   queue_clear(s);

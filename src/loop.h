@@ -23,6 +23,7 @@ typedef struct sl_loop {
   sl_done_fn on_done;     /* priv is the easy handle's CURLOPT_PRIVATE */
   sl_socket_fn on_socket; /* may be NULL */
   int transfers;          /* easy handles currently added */
+  long max_connects;      /* the connection cache's size (CURLMOPT_MAXCONNECTS) */
   int pass_sockets;       /* socket events handed to curl in this loop pass */
   sl_list deferred;       /* sockets left for the next pass (sl_socket) */
 } sl_loop;

@@ -120,8 +120,9 @@ function T.upstream_sockets(port)
   return n
 end
 
--- Is the connection a stream used (identified by its local port) still open here?
-function T.socket_open(local_port)
+-- Is the connection a stream used (identified by its local port) still open
+-- here? remote_port: the server's (default: the mock's).
+function T.socket_open(local_port, remote_port)
   local inodes = {}
   local p = io.popen("ls -l /proc/" .. pid() .. "/fd 2>/dev/null")
   for line in p:lines() do
@@ -134,7 +135,7 @@ function T.socket_open(local_port)
     if f then
       for line in f:lines() do
         local lport, rport, inode = line:match("^%s*%d+: %x+:(%x+) %x+:(%x+) %x+ %x+:%x+ %x+:%x+ %x+%s+%d+%s+%d+%s+(%d+)")
-        if lport and tonumber(lport, 16) == local_port and tonumber(rport, 16) == T.port
+        if lport and tonumber(lport, 16) == local_port and tonumber(rport, 16) == (remote_port or T.port)
            and inodes[inode] then
           f:close()
           return true

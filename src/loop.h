@@ -7,7 +7,6 @@
 #define SL_LOOP_H
 
 #include "curl_dl.h"
-#include "list.h"
 #include <stddef.h>
 #include <uv.h>
 
@@ -24,8 +23,9 @@ typedef struct sl_loop {
   sl_socket_fn on_socket; /* may be NULL */
   int transfers;          /* easy handles currently added */
   long max_connects;      /* the connection cache's size (CURLMOPT_MAXCONNECTS) */
-  int pass_sockets;       /* socket events handed to curl in this loop pass */
-  sl_list deferred;       /* sockets left for the next pass (sl_socket) */
+  uv_poll_t *poll;        /* watches epfd; heap-allocated, freed on close */
+  int epfd;               /* an epoll set of the sockets curl watches */
+  int sockets;            /* how many are in it */
 } sl_loop;
 
 int  sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done, sl_socket_fn on_socket);
@@ -35,8 +35,5 @@ int  sl_loop_ensure(sl_loop *l, char *err, size_t n);
 int  sl_loop_add(sl_loop *l, CURL *easy);
 void sl_loop_remove(sl_loop *l, CURL *easy);
 void sl_loop_kick(sl_loop *l);
-/* Called once per loop pass after the ready tasks ran: watches the sockets
-   deferred in this pass again. */
-void sl_loop_pass_end(sl_loop *l);
 
 #endif

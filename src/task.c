@@ -299,7 +299,6 @@ static void on_check(uv_check_t *h) {
     t->queued = 0;
     resume_task(t);
   }
-  sl_loop_pass_end(&rt->net);
   if (sl_list_empty(&rt->ready)) uv_idle_stop(&rt->idle);
 }
 

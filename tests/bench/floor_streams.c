@@ -120,22 +120,14 @@ static size_t drop(char *p, size_t size, size_t nmemb, void *ud) {
   return size * nmemb;
 }
 
-/* sluice's scheduler calls this after each pass's tasks; here none run. */
-static void on_check(uv_check_t *h) { sl_loop_pass_end(h->data); }
-
 static int run_curl(const char *url, int n, const char *body) {
   char full[256], err[256];
   uv_loop_t *uv = uv_default_loop();
-  uv_check_t check;
   struct curl_slist *h;
   if (sl_loop_init(&net, uv, on_done, NULL) != 0 || sl_loop_ensure(&net, err, sizeof err) != 0) {
     fprintf(stderr, "floor_streams: %s\n", err);
     return -1;
   }
-  uv_check_init(uv, &check);
-  check.data = &net;
-  uv_check_start(&check, on_check);
-  uv_unref((uv_handle_t *)&check);  /* the transfers keep the loop running */
   h = curl_slist_append(NULL, "Content-Type: application/json");
   snprintf(full, sizeof full, "%s/v1/chat/completions", url);
   for (int i = 0; i < n; i++) {
@@ -150,7 +142,6 @@ static int run_curl(const char *url, int n, const char *body) {
     sl_loop_add(&net, e);
   }
   uv_run(uv, UV_RUN_DEFAULT);
-  uv_close((uv_handle_t *)&check, NULL);
   sl_loop_close(&net);
   uv_run(uv, UV_RUN_DEFAULT);  /* the handles' close callbacks */
   curl_slist_free_all(h);

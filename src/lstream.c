@@ -39,7 +39,7 @@ static sl_stream *check_stream(lua_State *L, int i) {
 
 static const char *const known_opts[] = {
     "url", "method", "headers", "body", "json", "framing", "timeouts",
-    "max_event_bytes", "insecure", "ca_file", "proxy", NULL};
+    "max_event_bytes", "insecure", "ca_file", "proxy", "http2", NULL};
 
 static double opt_number(lua_State *L, int t, const char *k) {
   double v;
@@ -107,6 +107,9 @@ static void read_opts(lua_State *L, sl_stream_opts *o, int fetch) {
   o->proxy = opt_string(L, 1, "proxy");
   lua_getfield(L, 1, "insecure");
   o->insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "http2");
+  o->http2 = lua_toboolean(L, -1);
   lua_pop(L, 1);
 
   framing = opt_string(L, 1, "framing");

@@ -162,6 +162,8 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   double now;
   int rc = 0;
 
+  if (sl_stream_finished(s)) return n;  /* released by sl_stream_end: dropped */
+
   if (s->http_error || s->framing == SL_FRAMING_BODY) {
     size_t room = s->http_error ? ERROR_BODY_MAX - s->body.len : SIZE_MAX;
     if (!s->t_first_byte) s->t_first_byte = sl_now();
@@ -352,6 +354,14 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   s->t_ended = sl_now();
   if (s->easy) {
     shut_now(s);
+    if (s->paused) {
+      /* What curl holds for a paused transfer is lost, never freed, when the
+         transfer is removed while its HTTP/2 connection carries others
+         (libcurl 7.88; curl issue 10971, fixed in 8.1): let it go first.
+         Unpausing hands it to cb_write, which drops it: the stream is over. */
+      s->paused = 0;
+      curl_easy_pause(s->easy, CURLPAUSE_CONT);
+    }
     sl_loop_remove(&s->rt->net, s->easy);
     curl_easy_cleanup(s->easy);
     s->easy = NULL;
@@ -540,6 +550,13 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
   }
+  /* HTTP/1.1 unless asked: a cancel then closes the stream's own socket, and a
+     paused stream's data waits in the kernel. An HTTP/2 stream shares its
+     connection; a cancel resets just that stream, and libcurl 7.88 buffers a
+     paused one's data itself, up to 32 MB, while the connection is read for
+     the others. */
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                   o->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
   if (o->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
   if (o->proxy) curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
   if (o->connect > 0)

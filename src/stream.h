@@ -92,6 +92,7 @@ typedef struct sl_stream_opts {
   size_t max_event_bytes;
   double connect, first_byte, idle, total;
   int insecure;
+  int http2;                    /* offer HTTP/2 over TLS; default HTTP/1.1 */
   const char *ca_file;
   const char *proxy;
 } sl_stream_opts;

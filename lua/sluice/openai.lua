@@ -555,10 +555,10 @@ local Client = { __name = "sluice.openai.client" }
 Client.__index = Client
 
 local client_keys = { base_url = true, api_key = true, headers = true, timeouts = true,
-                      model = true, insecure = true, ca_file = true, proxy = true }
+                      model = true, insecure = true, ca_file = true, proxy = true, http2 = true }
 
 -- openai.client{base_url=, api_key=, headers=, timeouts=, model=, insecure=,
--- ca_file=, proxy=}: base_url defaults to $OPENAI_BASE_URL (else OpenAI's),
+-- ca_file=, proxy=, http2=}: base_url defaults to $OPENAI_BASE_URL (else OpenAI's),
 -- api_key to $OPENAI_API_KEY; the key is sent as "Authorization: Bearer".
 function openai.client(o)
   o = o or {}
@@ -575,7 +575,7 @@ function openai.client(o)
   if key and key ~= "" then headers.Authorization = "Bearer " .. key end
   return setmetatable({ base_url = base, model = o.model, timeouts = o.timeouts,
                         insecure = o.insecure, ca_file = o.ca_file, proxy = o.proxy,
-                        _headers = headers, _key = key ~= "" and key or nil }, Client)
+                        http2 = o.http2, _headers = headers, _key = key ~= "" and key or nil }, Client)
 end
 
 function Client:__tostring()
@@ -620,7 +620,7 @@ local function open(self, path, body, opts)
     headers = merged(self._headers, opts.headers),
     timeouts = merged(self.timeouts, opts.timeouts),
     max_event_bytes = opts.max_event_bytes,
-    insecure = self.insecure, ca_file = self.ca_file, proxy = self.proxy,
+    insecure = self.insecure, ca_file = self.ca_file, proxy = self.proxy, http2 = self.http2,
   }
   local chat = setmetatable({
     s = s, started = started, over = false,
@@ -652,7 +652,7 @@ end
 function Client:models()
   local res, err = sluice.fetch { url = self.base_url .. "/models", headers = self._headers,
                                   timeouts = self.timeouts, insecure = self.insecure,
-                                  ca_file = self.ca_file, proxy = self.proxy }
+                                  ca_file = self.ca_file, proxy = self.proxy, http2 = self.http2 }
   if not res then return nil, err end
   if res.status >= 400 then
     return nil, http_error { status = res.status, body = res.body }

@@ -1,7 +1,7 @@
 -- TLS is verified by default: a server with a self-signed certificate is
 -- refused unless the script trusts it (ca_file) or says insecure = true.
--- The servers are `openssl s_server -www` (a status page) and `-WWW` (files)
--- on free loopback ports.
+-- The servers are `openssl s_server` and `nghttpd` (HTTP/2) on free loopback
+-- ports.
 local sluice = require "sluice"
 local T = require "testlib"
 
@@ -12,30 +12,46 @@ local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
 assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 " ..
   "-addext subjectAltName=IP:127.0.0.1 -keyout %q -out %q >/dev/null 2>&1"):format(key, cert)))
 
--- s_server cannot pick a free port itself: try random ones until it listens.
--- mode: "-www" (a status page for any path) or "-WWW" (files from dir).
-local function start_server(mode)
-  local name = mode == "-www" and "www" or "files"
+-- The servers cannot pick a free port themselves: try random ones until one
+-- listens. kind: "www" (s_server's status page for any path), "files"
+-- (s_server -WWW: the files in dir, HTTP/1.0) or "h2" (nghttpd: the same
+-- files over HTTP/2).
+local commands = {
+  www = "exec openssl s_server -quiet -www -accept 127.0.0.1:%d -cert %q -key %q",
+  files = "exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert %q -key %q",
+  h2 = "exec nghttpd -a 127.0.0.1 -d . %d %q %q",
+}
+local function start_server(kind)
   for try = 1, 20 do
     local port = 20000 + math.random(0, 20000)
-    os.execute(("(cd %q && exec openssl s_server -quiet %s -accept 127.0.0.1:%d -cert %q -key %q >%s.log 2>&1) & echo $! > %q")
-      :format(dir, mode, port, cert, key, name, dir .. "/" .. name .. ".pid"))
-    local f = io.open(dir .. "/" .. name .. ".pid")
+    local cmd = kind == "h2" and commands.h2:format(port, key, cert) or commands[kind]:format(port, cert, key)
+    os.execute(("(cd %q && %s >%s.log 2>&1) & echo $! > %q"):format(dir, cmd, kind, dir .. "/" .. kind .. ".pid"))
+    local f = io.open(dir .. "/" .. kind .. ".pid")
     local pid = f:read("l")
     f:close()
     -- wait until it listens (or died: port taken)
     for _ = 1, 50 do
       sluice.sleep(0.02)
       local res = sluice.fetch { url = ("https://127.0.0.1:%d/"):format(port), insecure = true,
-                                 timeouts = { total = 1 } }
+                                 timeouts = { total = 1 }, http2 = kind == "h2" }
       if res then return port, pid end
       if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
     end
     os.execute("kill " .. pid .. " 2>/dev/null")
   end
-  error("openssl s_server did not start")
+  error(kind .. " server did not start")
 end
-local port, pid = start_server("-www")
+
+-- 80,000 JSON lines (16 MB) to stream from the file servers
+local LINES = 80000
+do
+  local f = assert(io.open(dir .. "/big.ndjson", "w"))
+  local line = ('{"n":%d,"pad":"' .. ("x"):rep(200) .. '"}\n')
+  for i = 1, LINES do f:write(line:format(i)) end
+  f:close()
+end
+
+local port, pid = start_server("www")
 local url = ("https://127.0.0.1:%d/"):format(port)
 
 T.case("a self-signed certificate is refused by default", function()
@@ -63,11 +79,7 @@ T.case("a TLS stream cancelled mid-body: the socket is shut at once, the client 
   -- s_server -WWW serves files from its directory (HTTP/1.0): a 16 MB one,
   -- read as lines, cut off after a few. The cancel shuts the socket before
   -- curl's TLS clean-up runs on it; nothing of that may fail or hang.
-  local f = assert(io.open(dir .. "/big.ndjson", "w"))
-  local line = ('{"n":%d,"pad":"' .. ("x"):rep(200) .. '"}\n')
-  for i = 1, 80000 do f:write(line:format(i)) end
-  f:close()
-  local fport, fpid = start_server("-WWW")
+  local fport, fpid = start_server("files")
   local s = sluice.stream { url = ("https://127.0.0.1:%d/big.ndjson"):format(fport), framing = "ndjson",
                             ca_file = cert }
   for i = 1, 5 do
@@ -82,6 +94,46 @@ T.case("a TLS stream cancelled mid-body: the socket is shut at once, the client 
   local res, err = sluice.fetch { url = url, ca_file = cert }
   T.ok(res and res.status == 200, "the next request over TLS works: " .. tostring(err))
   os.execute("kill " .. fpid)
+end)
+
+T.case("HTTP/1.1 unless http2 = true: an HTTP/2-only server is a clear error by default", function()
+  local hport, hpid = start_server("h2")
+  local u = ("https://127.0.0.1:%d/big.ndjson"):format(hport)
+  local res, err = sluice.fetch { url = u, ca_file = cert }
+  T.eq(res, nil, "no response over HTTP/1.1")
+  T.eq(err.kind, "transport", "kind: " .. tostring(err.message))
+  res, err = sluice.fetch { url = ("https://127.0.0.1:%d/cert.pem"):format(hport), ca_file = cert, http2 = true }
+  T.ok(res and res.status == 200, "over HTTP/2: " .. tostring(err))
+  os.execute("kill " .. hpid)
+end)
+
+T.case("HTTP/2: a cancel ends its own stream, not the others sharing the connection", function()
+  -- Only an HTTP/1 socket is shut by sluice itself; on HTTP/2 curl ends just
+  -- the one stream. Two streams of the same file, multiplexed on one
+  -- connection: the first is cancelled, the second must read to the end.
+  local hport, hpid = start_server("h2")
+  local u = ("https://127.0.0.1:%d/big.ndjson"):format(hport)
+  local a = sluice.stream { url = u, framing = "ndjson", ca_file = cert, http2 = true }
+  T.ok(a:next(), "first stream started")
+  local b = sluice.stream { url = u, framing = "ndjson", ca_file = cert, http2 = true }
+  T.ok(b:next(), "second stream started")
+  T.eq(b:metrics().local_port, a:metrics().local_port, "both on one connection")
+  -- the first stream's unread lines reach 1 MiB with their record headers
+  -- (~950 KB of body): it is paused, and curl holds what came after (the
+  -- sanitizer build checks that none of it leaks)
+  local deadline = sluice.now() + 5
+  while a:metrics().bytes < 900000 and sluice.now() < deadline do sluice.sleep(0.01) end
+  T.ok(a:metrics().bytes >= 900000, "first stream filled its queue: " .. a:metrics().bytes)
+  a:cancel("enough")
+  T.eq(a:state(), "cancelled", "first stream cancelled")
+  local n = 1
+  for ev in b:events() do
+    n = n + 1
+    if n % 20000 == 0 then T.contains(ev.data, ('"n":%d,'):format(n), "line " .. n) end
+  end
+  T.eq(n, LINES, "lines of the second stream")
+  T.eq(b:state(), "done", "second stream state")
+  os.execute("kill " .. hpid)
 end)
 
 os.execute("kill " .. pid)

@@ -122,11 +122,14 @@ if wanted("stop") then
   local busy_server = mock.start { quiet = true, cpu = 1, busy_poll = true }
   local busy = measure("SLUICE_BUSY_POLL=1", busy_server.root)
   local busy_c = measure_c(busy_server.root, "spin")
+  -- Only the client sleeping: the mock's own wake-up is out of the figure.
+  local client_sleeps = measure("", busy_server.root)
+  local client_sleeps_c = measure_c(busy_server.root, "sleep")
   busy_server.stop()
   -- the machine's floor for a round trip between two pinned processes
   local floor = cjson.decode(sh(("%q"):format(bindir .. "/pingpong")):match("%b{}"))
   results.stop = { default = default, busy_poll = busy, c_client = default_c, c_client_spinning = busy_c,
-                   floor = floor }
+                   client_sleeps = client_sleeps, c_client_sleeps = client_sleeps_c, floor = floor }
   local function row(name, r, c)
     return { name, fmt(r.median_us), c and fmt(r.median_us / c.median_us, 2) or "",
              fmt(math.min(table.unpack(r.latency_us))), fmt(math.max(table.unpack(r.latency_us))),
@@ -136,6 +139,8 @@ if wanted("stop") then
     { "client", "median", "ratio to the C client", "min", "max", "chunks after the keyword (max)", "target" },
     { row("sluice, default (client and mock sleep in epoll)", default, default_c),
       row("floor: bare C client (epoll, read, memmem, close), same mock", default_c),
+      row("sluice, default (sleeps in epoll), sluice-mock --busy-poll", client_sleeps, client_sleeps_c),
+      row("floor: bare C client sleeping, sluice-mock --busy-poll", client_sleeps_c),
       row("sluice, SLUICE_BUSY_POLL=1, sluice-mock --busy-poll", busy, busy_c),
       row("floor: bare C client spinning, sluice-mock --busy-poll", busy_c),
       { "floor: a C ping-pong over loopback, sleeping / spinning (round trip)",

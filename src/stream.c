@@ -351,7 +351,7 @@ static void shut_now(sl_stream *s) {
 void sl_stream_end(sl_stream *s, sl_state state) {
   if (sl_stream_finished(s)) return;
   s->state = state;
-  s->t_ended = sl_now();
+  if (!s->t_ended) s->t_ended = sl_now();
   if (s->easy) {
     shut_now(s);
     if (s->paused) {
@@ -424,6 +424,7 @@ void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...) {
 
 void sl_stream_cancel(sl_stream *s, const char *reason) {
   if (sl_stream_finished(s)) return;
+  s->t_ended = sl_now();  /* the stop is now, and so is the close */
   shut_now(s);  /* first: the rest can wait, the server should not */
   free(s->cancel_reason);
   s->cancel_reason = strdup(reason ? reason : "cancelled");

@@ -214,7 +214,8 @@ function mock.setup(argv, mock_opts)
       local latency = rec.closed_at and m.ended and rec.closed_at - m.ended
       print(("  server: generated %d tokens, %d after the stop; noticed the disconnect%s%s"):format(
         rec.tokens_sent, rec.tokens_sent - m.tokens,
-        latency and format(" %.1f ms after it", latency * 1000) or "",
+        latency and (latency < 0.001 and format(" %.0f us after it", latency * 1e6)
+                     or format(" %.1f ms after it", latency * 1000)) or "",
         spared and spared > 0 and format("; spared %d of max_tokens %d", spared, rec.max_tokens) or ""))
     else
       print(("  server: generated %d tokens, %s"):format(rec.tokens_sent,

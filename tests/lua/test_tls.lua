@@ -21,6 +21,7 @@ local commands = {
   files = "exec openssl s_server -quiet -WWW -accept 127.0.0.1:%d -cert %q -key %q",
   h2 = "exec nghttpd -a 127.0.0.1 -d . %d %q %q",
 }
+local started = {}  -- every server's pid, stopped at the end even if a case failed
 local function start_server(kind)
   for try = 1, 20 do
     local port = 20000 + math.random(0, 20000)
@@ -34,7 +35,10 @@ local function start_server(kind)
       sluice.sleep(0.02)
       local res = sluice.fetch { url = ("https://127.0.0.1:%d/"):format(port), insecure = true,
                                  timeouts = { total = 1 }, http2 = kind == "h2" }
-      if res then return port, pid end
+      if res then
+        started[#started + 1] = pid
+        return port, pid
+      end
       if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then break end
     end
     os.execute("kill " .. pid .. " 2>/dev/null")
@@ -51,7 +55,7 @@ do
   f:close()
 end
 
-local port, pid = start_server("www")
+local port = start_server("www")
 local url = ("https://127.0.0.1:%d/"):format(port)
 
 T.case("a self-signed certificate is refused by default", function()
@@ -79,7 +83,7 @@ T.case("a TLS stream cancelled mid-body: the socket is shut at once, the client 
   -- s_server -WWW serves files from its directory (HTTP/1.0): a 16 MB one,
   -- read as lines, cut off after a few. The cancel shuts the socket before
   -- curl's TLS clean-up runs on it; nothing of that may fail or hang.
-  local fport, fpid = start_server("files")
+  local fport = start_server("files")
   local s = sluice.stream { url = ("https://127.0.0.1:%d/big.ndjson"):format(fport), framing = "ndjson",
                             ca_file = cert }
   for i = 1, 5 do
@@ -93,25 +97,23 @@ T.case("a TLS stream cancelled mid-body: the socket is shut at once, the client 
   T.ok(not T.socket_open(port, fport), "socket closed when cancel returns")
   local res, err = sluice.fetch { url = url, ca_file = cert }
   T.ok(res and res.status == 200, "the next request over TLS works: " .. tostring(err))
-  os.execute("kill " .. fpid)
 end)
 
 T.case("HTTP/1.1 unless http2 = true: an HTTP/2-only server is a clear error by default", function()
-  local hport, hpid = start_server("h2")
+  local hport = start_server("h2")
   local u = ("https://127.0.0.1:%d/big.ndjson"):format(hport)
   local res, err = sluice.fetch { url = u, ca_file = cert }
   T.eq(res, nil, "no response over HTTP/1.1")
   T.eq(err.kind, "transport", "kind: " .. tostring(err.message))
   res, err = sluice.fetch { url = ("https://127.0.0.1:%d/cert.pem"):format(hport), ca_file = cert, http2 = true }
   T.ok(res and res.status == 200, "over HTTP/2: " .. tostring(err))
-  os.execute("kill " .. hpid)
 end)
 
 T.case("HTTP/2: a cancel ends its own stream, not the others sharing the connection", function()
   -- Only an HTTP/1 socket is shut by sluice itself; on HTTP/2 curl ends just
   -- the one stream. Two streams of the same file, multiplexed on one
   -- connection: the first is cancelled, the second must read to the end.
-  local hport, hpid = start_server("h2")
+  local hport = start_server("h2")
   local u = ("https://127.0.0.1:%d/big.ndjson"):format(hport)
   local a = sluice.stream { url = u, framing = "ndjson", ca_file = cert, http2 = true }
   T.ok(a:next(), "first stream started")
@@ -133,9 +135,8 @@ T.case("HTTP/2: a cancel ends its own stream, not the others sharing the connect
   end
   T.eq(n, LINES, "lines of the second stream")
   T.eq(b:state(), "done", "second stream state")
-  os.execute("kill " .. hpid)
 end)
 
-os.execute("kill " .. pid)
+os.execute("kill " .. table.concat(started, " ") .. " 2>/dev/null")
 os.execute(("rm -rf %q"):format(dir))
 T.done()

@@ -294,7 +294,8 @@ static int l_exec(lua_State *L) {
   if (!lua_isnil(L, -1)) {
     const char *in = luaL_checklstring(L, -1, &p->input_len);
     p->input = malloc(p->input_len + 1);
-    if (p->input) memcpy(p->input, in, p->input_len);
+    if (!p->input) luaL_error(L, "out of memory for stdin");  /* the box frees p */
+    memcpy(p->input, in, p->input_len);
   }
   lua_pop(L, 1);
 

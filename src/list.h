@@ -17,7 +17,6 @@ typedef struct sl_list {
 
 static inline void sl_list_init(sl_list *h) { h->prev = h->next = h; }
 static inline int sl_list_empty(const sl_list *h) { return h->next == h; }
-/* For a node: is it in a list? */
 
 static inline void sl_list_push(sl_list *h, sl_list *n) {
   n->prev = h->prev;

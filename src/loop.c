@@ -141,7 +141,6 @@ static int cb_timeout(CURLM *multi, long timeout_ms, void *userp) {
 }
 
 int sl_loop_init(sl_loop *l, uv_loop_t *uv, sl_done_fn on_done, sl_socket_fn on_socket) {
-  l->uv = uv;
   l->on_done = on_done;
   l->on_socket = on_socket;
   l->transfers = 0;

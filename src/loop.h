@@ -16,7 +16,6 @@ typedef void (*sl_done_fn)(void *priv, CURLcode result);
 typedef void (*sl_socket_fn)(void *priv, curl_socket_t fd, int gone);
 
 typedef struct sl_loop {
-  uv_loop_t *uv;
   CURLM *multi;
   uv_timer_t *timer;      /* curl's timeout; heap-allocated, freed on close */
   sl_done_fn on_done;     /* priv is the easy handle's CURLOPT_PRIVATE */

@@ -162,8 +162,6 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   double now;
   int rc = 0;
 
-  if (sl_stream_finished(s)) return n;  /* released by sl_stream_end: dropped */
-
   if (s->http_error || s->framing == SL_FRAMING_BODY) {
     size_t room = s->http_error ? ERROR_BODY_MAX - s->body.len : SIZE_MAX;
     if (!s->t_first_byte) s->t_first_byte = sl_now();
@@ -231,7 +229,6 @@ static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
   if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {  /* a new response begins */
     const char *sp = memchr(buf, ' ', n);
     s->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-    s->http_major = buf[5] - '0';  /* "HTTP/1.1", "HTTP/2" */
     s->resp_headers.len = 0;
     s->headers_done = 0;
     return n;
@@ -331,15 +328,10 @@ static void arm_timer(sl_stream *s, double now) {
 
 /* ---- ending ---------------------------------------------------------------- */
 
-/* An unfinished transfer on an HTTP/1 connection, which no other transfer
-   shares: the connection is shut at once. curl's own close comes at the end
-   of its clean-up, some 10 us later — time in which the server goes on
-   generating. */
-static void shut_now(sl_stream *s) {
-  if (s->fd != CURL_SOCKET_BAD && s->http_major == 1) {
-    shutdown(s->fd, SHUT_RDWR);
-    s->fd = CURL_SOCKET_BAD;
-  }
+/* Takes what curl hands over while a transfer is being let go. */
+static size_t cb_drop(char *ptr, size_t size, size_t nmemb, void *ud) {
+  (void)ptr, (void)ud;
+  return size * nmemb;
 }
 
 /*
@@ -351,15 +343,23 @@ static void shut_now(sl_stream *s) {
 void sl_stream_end(sl_stream *s, sl_state state) {
   if (sl_stream_finished(s)) return;
   s->state = state;
-  if (!s->t_ended) s->t_ended = sl_now();
+  s->t_ended = sl_now();
   if (s->easy) {
-    shut_now(s);
+    long version = 0;
+    /* Unfinished, on an HTTP/1 connection (which no other transfer shares):
+       shut it first. curl's own close comes at the end of its clean-up, some
+       10 us later, time in which the server goes on generating. */
+    curl_easy_getinfo(s->easy, CURLINFO_HTTP_VERSION, &version);
+    if (s->fd != CURL_SOCKET_BAD &&
+        (version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1))
+      shutdown(s->fd, SHUT_RDWR);
     if (s->paused) {
       /* What curl holds for a paused transfer is lost, never freed, when the
          transfer is removed while its HTTP/2 connection carries others
-         (libcurl 7.88; curl issue 10971, fixed in 8.1): let it go first.
-         Unpausing hands it to cb_write, which drops it: the stream is over. */
+         (libcurl 7.88; curl issue 10971, fixed in 8.1): unpause it into a
+         callback that drops it. */
       s->paused = 0;
+      curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, cb_drop);
       curl_easy_pause(s->easy, CURLPAUSE_CONT);
     }
     sl_loop_remove(&s->rt->net, s->easy);
@@ -424,8 +424,6 @@ void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...) {
 
 void sl_stream_cancel(sl_stream *s, const char *reason) {
   if (sl_stream_finished(s)) return;
-  s->t_ended = sl_now();  /* the stop is now, and so is the close */
-  shut_now(s);  /* first: the rest can wait, the server should not */
   free(s->cancel_reason);
   s->cancel_reason = strdup(reason ? reason : "cancelled");
   queue_clear(s);

@@ -62,7 +62,6 @@ struct sl_stream {
   uint64_t events, bytes;
   int local_port;         /* of the connection, once connected */
   curl_socket_t fd;       /* the socket curl is watching for this transfer */
-  int http_major;         /* of the final response: 1 = the connection is ours alone */
 
   char *cancel_reason;
   const char *err_kind;   /* set when state is FAILED */

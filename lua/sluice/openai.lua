@@ -554,8 +554,16 @@ end
 local Client = { __name = "sluice.openai.client" }
 Client.__index = Client
 
-local client_keys = { base_url = true, api_key = true, headers = true, timeouts = true,
-                      model = true, insecure = true, ca_file = true, proxy = true, http2 = true }
+-- Connection options passed as they are to every request of a client.
+local transport_keys = { "insecure", "ca_file", "proxy", "http2" }
+local client_keys = { base_url = true, api_key = true, headers = true, timeouts = true, model = true }
+for _, k in ipairs(transport_keys) do client_keys[k] = true end
+
+-- Adds the client's connection options to request options t; returns t.
+local function with_transport(self, t)
+  for _, k in ipairs(transport_keys) do t[k] = self.transport[k] end
+  return t
+end
 
 -- openai.client{base_url=, api_key=, headers=, timeouts=, model=, insecure=,
 -- ca_file=, proxy=, http2=}: base_url defaults to $OPENAI_BASE_URL (else OpenAI's),
@@ -573,9 +581,10 @@ function openai.client(o)
   local headers = {}
   for k, v in pairs(o.headers or {}) do headers[k] = v end
   if key and key ~= "" then headers.Authorization = "Bearer " .. key end
-  return setmetatable({ base_url = base, model = o.model, timeouts = o.timeouts,
-                        insecure = o.insecure, ca_file = o.ca_file, proxy = o.proxy,
-                        http2 = o.http2, _headers = headers, _key = key ~= "" and key or nil }, Client)
+  local transport = {}
+  for _, k in ipairs(transport_keys) do transport[k] = o[k] end
+  return setmetatable({ base_url = base, model = o.model, timeouts = o.timeouts, transport = transport,
+                        _headers = headers, _key = key ~= "" and key or nil }, Client)
 end
 
 function Client:__tostring()
@@ -615,13 +624,12 @@ local function open(self, path, body, opts)
   end
   local pol = opts.stop_when and policy.start(opts.stop_when)
   local started = now()
-  local s = sluice.stream {
+  local s = sluice.stream(with_transport(self, {
     url = self.base_url .. path, json = req,
     headers = merged(self._headers, opts.headers),
     timeouts = merged(self.timeouts, opts.timeouts),
     max_event_bytes = opts.max_event_bytes,
-    insecure = self.insecure, ca_file = self.ca_file, proxy = self.proxy, http2 = self.http2,
-  }
+  }))
   local chat = setmetatable({
     s = s, started = started, over = false,
     pieces = {}, np = 0, n = 0, rpieces = {}, nr = 0, ntool = 0,
@@ -650,9 +658,8 @@ end
 
 -- client:models() -> list of model ids | nil, err
 function Client:models()
-  local res, err = sluice.fetch { url = self.base_url .. "/models", headers = self._headers,
-                                  timeouts = self.timeouts, insecure = self.insecure,
-                                  ca_file = self.ca_file, proxy = self.proxy, http2 = self.http2 }
+  local res, err = sluice.fetch(with_transport(self, { url = self.base_url .. "/models",
+                                                      headers = self._headers, timeouts = self.timeouts }))
   if not res then return nil, err end
   if res.status >= 400 then
     return nil, http_error { status = res.status, body = res.body }

@@ -31,6 +31,7 @@ int sl_curl_load(char *err, size_t n) {
       SYM(curl_easy_cleanup, easy_cleanup),
       SYM(curl_easy_pause, easy_pause),
       SYM(curl_easy_strerror, easy_strerror),
+      SYM(curl_multi_strerror, multi_strerror),
       SYM(curl_slist_append, slist_append),
       SYM(curl_slist_free_all, slist_free_all),
       SYM(curl_version_info, version_info),
@@ -47,6 +48,18 @@ int sl_curl_load(char *err, size_t n) {
     *syms[i].slot = dlsym(lib, syms[i].name);
     if (!*syms[i].slot) {
       snprintf(err, n, "libcurl has no %s (too old?)", syms[i].name);
+      dlclose(lib);
+      lib = NULL;
+      return -1;
+    }
+  }
+  {
+    /* Say so now, rather than let live streams time out without a
+       callback an older libcurl ignores. */
+    const curl_version_info_data *v = sl_curl.version_info(CURLVERSION_NOW);
+    if (!v || v->version_num < SL_CURL_MIN) {
+      snprintf(err, n, "libcurl %s is too old: sluice needs %s or later",
+               v ? v->version : "(unknown)", SL_CURL_MIN_TEXT);
       dlclose(lib);
       lib = NULL;
       return -1;

@@ -11,6 +11,10 @@
 #include <curl/curl.h>
 #include <stddef.h>
 
+/* sluice needs CURLOPT_PREREQFUNCTION (7.80) and CURLOPT_PROTOCOLS_STR (7.85). */
+#define SL_CURL_MIN 0x075500
+#define SL_CURL_MIN_TEXT "7.85.0"
+
 typedef struct sl_curl_api {
   CURLcode (*global_init)(long flags);
   void (*global_cleanup)(void);
@@ -28,6 +32,7 @@ typedef struct sl_curl_api {
   void (*easy_cleanup)(CURL *e);
   CURLcode (*easy_pause)(CURL *e, int bitmask);
   const char *(*easy_strerror)(CURLcode code);
+  const char *(*multi_strerror)(CURLMcode code);
   struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
   void (*slist_free_all)(struct curl_slist *l);
   curl_version_info_data *(*version_info)(CURLversion v);
@@ -37,7 +42,7 @@ typedef struct sl_curl_api {
 extern sl_curl_api sl_curl;
 
 /* Loads libcurl and runs curl_global_init once. Returns 0, or -1 with a
-   message in err. */
+   message in err (also when libcurl is older than SL_CURL_MIN). */
 int  sl_curl_load(char *err, size_t n);
 int  sl_curl_loaded(void);
 void sl_curl_unload(void);
@@ -60,6 +65,7 @@ void sl_curl_unload(void);
 #define curl_easy_cleanup sl_curl.easy_cleanup
 #define curl_easy_pause sl_curl.easy_pause
 #define curl_easy_strerror sl_curl.easy_strerror
+#define curl_multi_strerror sl_curl.multi_strerror
 #define curl_slist_append sl_curl.slist_append
 #define curl_slist_free_all sl_curl.slist_free_all
 #define curl_version_info sl_curl.version_info

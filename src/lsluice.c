@@ -2,16 +2,20 @@
 ** The module "sluice.core": the C primitives. Scripts `require "sluice"`,
 ** which is lua/sluice/init.lua: these primitives plus what is written in Lua.
 */
+#include <dirent.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 
 #include "errors.h"
 #include "lsluice.h"
+#include "redact.h"
+#include "runtime.h"
 #include "task.h"
 
-/* sluice._error(kind, message [, status [, body]]) -> an error value */
+/* sluice.error(kind, message [, status [, body]]) -> an error value */
 static int l_error(lua_State *L) {
   size_t blen = 0;
   const char *body = luaL_optlstring(L, 4, NULL, &blen);
@@ -20,9 +24,87 @@ static int l_error(lua_State *L) {
   return 1;
 }
 
+/* sluice.redact(text, secrets) -> text with every secret (a string, or a
+   list of strings) replaced by "[redacted]", in one pass. */
+static int l_redact(lua_State *L) {
+  size_t len, outlen;
+  const char *text = luaL_checklstring(L, 1, &len);
+  const char **secrets;
+  char *out;
+  int n, i;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, 1);
+    lua_replace(L, 2);
+  } else if (lua_isnoneornil(L, 2)) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = (int)luaL_len(L, 2);
+  secrets = lua_newuserdatauv(L, sizeof *secrets * (size_t)(n ? n : 1), 0);
+  for (i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, 2, i) != LUA_TSTRING) luaL_argerror(L, 2, "secrets must be strings");
+    secrets[i - 1] = lua_tostring(L, -1);  /* alive in the table */
+    lua_pop(L, 1);
+  }
+  out = sl_redact(text, len, secrets, n, &outlen);
+  if (!out) return luaL_error(L, "sluice.redact: out of memory");
+  lua_pushlstring(L, out, outlen);
+  free(out);
+  return 1;
+}
+
+/* Descriptors this process has open, from /proc/self/fd (-1 if unknown). */
+static lua_Integer open_fds(void) {
+  lua_Integer n = -1;
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    struct dirent *e;
+    n = 0;
+    while ((e = readdir(d)) != NULL)
+      if (e->d_name[0] != '.') n++;
+    closedir(d);
+    n--;  /* the directory's own */
+  }
+  return n;
+}
+
+/* sluice._census() -> { streams, fetches, children, timers, stdin, tasks,
+   fds, connections, open_fds }: what is alive. fds counts the descriptors
+   the runtime holds (connections, children's pipes); open_fds every
+   descriptor of the process. Tests assert it is back to its baseline. */
+static int l_census(lua_State *L) {
+  static const char *const kinds[] = {"streams", "fetches", "children", "timers", "stdin", NULL};
+  int i;
+  lua_createtable(L, 0, 9);
+  for (i = 0; kinds[i]; i++) {
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, kinds[i]);
+  }
+  sl_runtime_census(sl_rt(L), L);
+  lua_pushinteger(L, open_fds());
+  lua_setfield(L, -2, "open_fds");
+  return 1;
+}
+
+/* sluice._drop_connections() -> n: closes the connections kept alive for
+   reuse, when no transfer is live (tests start each case from none). */
+static int l_drop_connections(lua_State *L) {
+  lua_pushinteger(L, sl_curlm_drop_idle(&sl_rt(L)->net));
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {{"error", l_error},
+                                      {"redact", l_redact},
+                                      {"_census", l_census},
+                                      {"_drop_connections", l_drop_connections},
+                                      {NULL, NULL}};
+
 int luaopen_sluice_core(lua_State *L) {
   sl_error_open(L);
-  lua_newtable(L);
+  luaL_newlib(L, core_funcs);
   sl_open_stream(L);
   sl_open_task(L);
   sl_open_stdin(L);
@@ -35,8 +117,6 @@ int luaopen_sluice_core(lua_State *L) {
       lua_setfield(L, -2, "executable");
     }
   }
-  lua_pushcfunction(L, l_error);
-  lua_setfield(L, -2, "error");
   sl_push_wait_sentinel(L);
   lua_setfield(L, -2, "_wait");
 #ifdef SLUICE_VERSION

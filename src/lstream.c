@@ -10,10 +10,12 @@
 
 #include <lauxlib.h>
 
-#include "chunk.h"
+#include "largs.h"
+#include "openai_chunk.h"
 #include "errors.h"
 #include "lsluice.h"
 #include "stream.h"
+#include "task.h"
 
 #define STREAM_MT "sluice.stream"
 #define DEFAULT_MAX_EVENT (8u << 20)
@@ -38,27 +40,13 @@ static sl_stream *check_stream(lua_State *L, int i) {
 /* ---- options ---------------------------------------------------------------- */
 
 static const char *const known_opts[] = {
-    "url", "method", "headers", "body", "json", "framing", "timeouts",
-    "max_event_bytes", "insecure", "ca_file", "proxy", "http2", NULL};
+    "url", "method", "headers", "body", "json", "framing", "timeouts", "max_event_bytes",
+    "insecure", "ca_file", "proxy", "http2", "max_redirects", NULL};
+static const char *const known_timeouts[] = {"connect", "first_byte", "idle", "total", NULL};
 
-static double opt_number(lua_State *L, int t, const char *k) {
-  double v;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) v = 0;
-  else if (!lua_isnumber(L, -1) || (v = lua_tonumber(L, -1)) < 0)
-    return luaL_error(L, "timeouts.%s must be a non-negative number", k), 0;
-  lua_pop(L, 1);
-  return v;
-}
-
-static const char *opt_string(lua_State *L, int t, const char *k) {
-  const char *v;
-  lua_getfield(L, t, k);
-  if (lua_isnil(L, -1)) v = NULL;
-  else if (!(v = lua_tostring(L, -1))) luaL_error(L, "option '%s' must be a string", k);
-  lua_pop(L, 1);  /* the string stays alive in the opts table */
-  return v;
-}
+/* A connect timeout unless the script says otherwise: a server that never
+   answers a SYN must not hold a stream or a fetch forever. */
+#define DEFAULT_CONNECT 30.0
 
 static int is_secret_header(const char *name) {
   return strcasecmp(name, "authorization") == 0 ||
@@ -67,15 +55,16 @@ static int is_secret_header(const char *name) {
          strcasecmp(name, "cookie") == 0;
 }
 
+/* Keeps v (and, for "Bearer TOKEN", the token) to redact from errors. */
 static void add_secret(sl_stream_opts *o, const char *v) {
   char **n;
   const char *sp = strchr(v, ' ');
-  if (strlen(v) < 4) return;
+  if (!*v) return;
   n = realloc(o->secrets, sizeof *n * (size_t)(o->nsecrets + 2));
   if (!n) return;
   o->secrets = n;
   o->secrets[o->nsecrets++] = strdup(v);
-  if (sp && strlen(sp + 1) >= 4) o->secrets[o->nsecrets++] = strdup(sp + 1);  /* the token */
+  if (sp && sp[1]) o->secrets[o->nsecrets++] = strdup(sp + 1);  /* the token */
 }
 
 static int has_header(struct curl_slist *h, const char *name) {
@@ -85,65 +74,135 @@ static int has_header(struct curl_slist *h, const char *name) {
   return 0;
 }
 
+/* Raises unless u is an http:// or https:// URL without control characters.
+   The URL is never echoed: it may carry credentials. */
+static void check_url(const sl_opts *op, const char *key, const char *u, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++)
+    if ((unsigned char)u[i] < 0x20 || u[i] == 0x7f)
+      sl_opts_error(op, key, "must not contain control characters (CR, LF, NUL, ...)");
+  if (strncasecmp(u, "http://", 7) != 0 && strncasecmp(u, "https://", 8) != 0)
+    sl_opts_error(op, key, "must be an http:// or https:// URL");
+}
+
+/* The request's headers, checked: names are tokens, values carry no CR, LF
+   or NUL (a value is never echoed: it may be a key). */
+static void read_headers(lua_State *L, const sl_opts *op, sl_stream_opts *o) {
+  int t;
+  lua_getfield(L, op->idx, "headers");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (!lua_istable(L, -1)) sl_opts_error(op, "headers", "must be a table, got %s", luaL_typename(L, -1));
+  t = lua_gettop(L);
+  /* Checked first, built after: nothing below raises once C memory is ours. */
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    size_t nl, vl;
+    const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nl) : NULL;
+    int vt = lua_type(L, -1);
+    if (!name) sl_opts_error(op, "headers", "must map names (strings) to values, got a %s key",
+                             luaL_typename(L, -2));
+    if (!sl_is_token(name, nl)) {
+      char shown[64];
+      size_t i;
+      for (i = 0; i < nl && i < sizeof shown - 1; i++)
+        shown[i] = (unsigned char)name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
+      shown[i] = '\0';
+      sl_opts_error(op, "headers", "has a name that is not a token (letters, digits, "
+                    "!#$%%&'*+-.^_`|~; no spaces, colons, CR, LF or NUL): '%s'", shown);
+    }
+    if (vt != LUA_TSTRING && vt != LUA_TNUMBER)
+      sl_opts_error(op, "headers", "value of '%s' must be a string, got %s", name,
+                    luaL_typename(L, -1));
+    if (vt == LUA_TSTRING) {
+      const char *v = lua_tolstring(L, -1, &vl);
+      if (sl_has_crlf(v, vl))
+        sl_opts_error(op, "headers", "value of '%s' must not contain CR, LF or NUL", name);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    const char *name = lua_tostring(L, -2);
+    lua_pushvalue(L, -1);
+    {
+      const char *value = lua_tostring(L, -1);  /* a number becomes its text, on the copy */
+      size_t n = strlen(name) + strlen(value) + 3;
+      char *line = malloc(n);
+      if (line) {
+        snprintf(line, n, "%s: %s", name, value);
+        o->headers = curl_slist_append(o->headers, line);
+        free(line);
+      }
+      if (is_secret_header(name)) add_secret(o, value);
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+}
+
 /* Reads opts (at index 1) into o. Raises on misuse; pushes the JSON body, if
    any, to keep it alive. */
 static void read_opts(lua_State *L, sl_stream_opts *o, int fetch) {
-  const char *framing;
+  const char *fn = fetch ? "sluice.fetch" : "sluice.stream";
+  const char *framing, *url;
+  size_t len;
   int is_json;
-  luaL_checktype(L, 1, LUA_TTABLE);
+  sl_opts op, to;
   memset(o, 0, sizeof *o);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    int i, ok = 0;
-    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    for (i = 0; k && known_opts[i]; i++) ok |= strcmp(k, known_opts[i]) == 0;
-    if (!ok) luaL_error(L, "unknown option '%s'", k ? k : luaL_typename(L, -2));
-    lua_pop(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  op = sl_opts_begin(L, 1, 1, fn);
+  sl_opts_known(&op, known_opts);
+  url = sl_opts_string(&op, "url", &len);
+  if (!url) {
+    lua_getfield(L, 1, "url");
+    if (lua_isnil(L, -1)) sl_opts_error(&op, "url", "is required");
   }
-  o->url = opt_string(L, 1, "url");
-  if (!o->url) luaL_argerror(L, 1, "opts.url is required");
-  o->method = opt_string(L, 1, "method");
-  o->ca_file = opt_string(L, 1, "ca_file");
-  o->proxy = opt_string(L, 1, "proxy");
-  lua_getfield(L, 1, "insecure");
-  o->insecure = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "http2");
-  o->http2 = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  check_url(&op, "url", url, len);
+  o->url = url;
+  if ((o->method = sl_opts_string(&op, "method", &len)) && !sl_is_token(o->method, len))
+    sl_opts_error(&op, "method", "must be a method name such as \"POST\" (a token: no spaces, CR, LF or NUL)");
+  o->ca_file = sl_opts_string(&op, "ca_file", NULL);
+  if ((o->proxy = sl_opts_string(&op, "proxy", &len)) && sl_has_crlf(o->proxy, len))
+    sl_opts_error(&op, "proxy", "must not contain CR, LF or NUL");
+  o->insecure = sl_opts_flag(&op, "insecure", 0);
+  o->http2 = sl_opts_flag(&op, "http2", 0);
+  o->max_redirects = (long)sl_opts_integer(&op, "max_redirects", 0, 0);
 
-  framing = opt_string(L, 1, "framing");
-  if (fetch) o->framing = SL_FRAMING_BODY;
-  else if (!framing || strcmp(framing, "sse") == 0) o->framing = SL_FRAMING_SSE;
+  framing = sl_opts_string(&op, "framing", NULL);
+  if (fetch) {
+    if (framing) sl_opts_error(&op, "framing", "is not an option of sluice.fetch (it reads the whole body)");
+    o->framing = SL_FRAMING_BODY;
+  } else if (!framing || strcmp(framing, "sse") == 0) o->framing = SL_FRAMING_SSE;
   else if (strcmp(framing, "ndjson") == 0) o->framing = SL_FRAMING_NDJSON;
   else if (strcmp(framing, "raw") == 0) o->framing = SL_FRAMING_RAW;
-  else luaL_error(L, "framing must be \"sse\", \"ndjson\" or \"raw\"");
+  else sl_opts_error(&op, "framing", "must be \"sse\", \"ndjson\" or \"raw\"");
 
-  lua_getfield(L, 1, "max_event_bytes");  /* for fetch: the whole body */
-  o->max_event_bytes = !lua_isnil(L, -1) ? (size_t)luaL_checkinteger(L, -1)
-                       : fetch ? DEFAULT_MAX_BODY : DEFAULT_MAX_EVENT;
-  lua_pop(L, 1);
+  /* for fetch: the whole body */
+  o->max_event_bytes = (size_t)sl_opts_integer(&op, "max_event_bytes",
+                                               fetch ? DEFAULT_MAX_BODY : DEFAULT_MAX_EVENT, 1);
 
-  lua_getfield(L, 1, "timeouts");
-  if (!lua_isnil(L, -1)) {
-    int t = lua_gettop(L);
-    luaL_checktype(L, t, LUA_TTABLE);
-    o->connect = opt_number(L, t, "connect");
-    o->first_byte = opt_number(L, t, "first_byte");
-    o->idle = opt_number(L, t, "idle");
-    o->total = opt_number(L, t, "total");
+  o->connect = DEFAULT_CONNECT;
+  if (sl_opts_nested(&op, "timeouts", &to)) {
+    sl_opts_known(&to, known_timeouts);
+    o->connect = sl_opts_seconds(&to, "connect", DEFAULT_CONNECT);
+    o->first_byte = sl_opts_seconds(&to, "first_byte", 0);
+    o->idle = sl_opts_seconds(&to, "idle", 0);
+    o->total = sl_opts_seconds(&to, "total", 0);
+    lua_pop(L, 2);
   }
-  lua_pop(L, 1);
+  /* HUGE_VAL (math.huge, 1e300) is no limit, as is 0 */
+  if (isinf(o->connect)) o->connect = 0;
+  if (isinf(o->first_byte)) o->first_byte = 0;
+  if (isinf(o->idle)) o->idle = 0;
+  if (isinf(o->total)) o->total = 0;
 
-  o->body = opt_string(L, 1, "body");
-  if (o->body) {
-    lua_getfield(L, 1, "body");
-    o->body_len = lua_rawlen(L, -1);
-    lua_pop(L, 1);
-  }
+  o->body = sl_opts_string(&op, "body", &o->body_len);
   lua_getfield(L, 1, "json");
   if ((is_json = !lua_isnil(L, -1))) {
-    if (o->body) luaL_error(L, "give opts.body or opts.json, not both");
+    if (o->body) sl_opts_error(&op, "json", "cannot be given with option 'body'");
     lua_getglobal(L, "require");
     lua_pushliteral(L, "cjson");
     lua_call(L, 1, 1);
@@ -156,30 +215,8 @@ static void read_opts(lua_State *L, sl_stream_opts *o, int fetch) {
     lua_pop(L, 1);
   }
 
-  /* Headers last: from here on we own C memory, and nothing below raises
-     except lua_next on a table we checked. */
-  lua_getfield(L, 1, "headers");
-  if (!lua_isnil(L, -1)) {
-    int t = lua_gettop(L);
-    luaL_checktype(L, t, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, t)) {
-      const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-      const char *value = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-      if (name && value) {
-        size_t n = strlen(name) + strlen(value) + 3;
-        char *line = malloc(n);
-        if (line) {
-          snprintf(line, n, "%s: %s", name, value);
-          o->headers = curl_slist_append(o->headers, line);
-          free(line);
-        }
-        if (is_secret_header(name)) add_secret(o, value);
-      }
-      lua_pop(L, 1);
-    }
-  }
-  lua_pop(L, 1);
+  /* Headers last: from here on we own C memory, and nothing below raises. */
+  read_headers(L, &op, o);
   if (is_json && !has_header(o->headers, "content-type"))
     o->headers = curl_slist_append(o->headers, "Content-Type: application/json");
   if (o->framing == SL_FRAMING_SSE && !has_header(o->headers, "accept"))
@@ -193,16 +230,17 @@ static void new_stream(lua_State *L, int fetch) {
   sl_runtime *rt = sl_rt(L);
   sl_stream_opts o;
   sl_stream **ud;
-  const char *err = NULL;
   char why[256];
   lua_settop(L, 1);
-  if (sl_loop_ensure(&rt->net, why, sizeof why) != 0) luaL_error(L, "%s", why);
+  if (rt->stopping) luaL_error(L, "cannot start a stream: the runtime is shutting down");
+  if (sl_curlm_ensure(&rt->net, why, sizeof why) != 0)
+    luaL_error(L, "cannot start a stream: %s", why);
   read_opts(L, &o, fetch);  /* may leave the encoded JSON body at index 2 */
   ud = lua_newuserdatauv(L, sizeof *ud, 0);  /* exists before the transfer */
   *ud = NULL;
   luaL_setmetatable(L, STREAM_MT);
-  *ud = sl_stream_start(rt, rt->current, &o, &err);
-  if (!*ud) luaL_error(L, "cannot start stream: %s", err);
+  if (!(*ud = sl_stream_start(rt, rt->current, &o, why, sizeof why)))
+    luaL_error(L, "cannot start a stream: %s", why);
 }
 
 static int l_stream(lua_State *L) {
@@ -290,6 +328,7 @@ static int next_k(lua_State *L, int status, lua_KContext mode) {
   sl_stream *s = *(sl_stream **)lua_touserdata(L, 1);
   sl_task *t = sl_rt(L)->current;
   sl_event ev;
+  int rc;
   if (!s) luaL_error(L, "attempt to use a released stream");
   if (status == LUA_YIELD) sl_task_check_cancel(L, t);
   if (sl_stream_peek(s, &ev)) {
@@ -317,14 +356,14 @@ static int next_k(lua_State *L, int status, lua_KContext mode) {
   }
   if (mode != MODE_ITER && !lua_isnil(L, 3)) {
     double left = lua_tonumber(L, 3) - sl_now();
-    if (left <= 0 || (status == LUA_YIELD && t->timer_fired)) {
+    if (left <= 0 || (status == LUA_YIELD && sl_task_timer_fired(t))) {
       lua_pushnil(L);
       lua_pushliteral(L, "timeout");
       return 2;
     }
     t = sl_task_current(L, "stream:next");
     sl_task_check_cancel(L, t);
-    if (sl_task_timer(t, left) != 0) luaL_error(L, "cannot start a timer");
+    if ((rc = sl_task_timer(t, left)) != 0) luaL_error(L, "stream:next: uv_timer_start: %s", uv_strerror(rc));
   } else {
     t = sl_task_current(L, mode == MODE_ITER ? "the events() iterator" : "stream:next");
     sl_task_check_cancel(L, t);
@@ -340,7 +379,7 @@ static int start_next(lua_State *L, lua_KContext mode) {
   check_stream(L, 1);
   lua_settop(L, 2);
   if (lua_isnil(L, 2)) lua_pushnil(L);
-  else lua_pushnumber(L, sl_now() + luaL_checknumber(L, 2));
+  else lua_pushnumber(L, sl_now() + sl_check_seconds(L, 2, "stream:next"));
   return next_k(L, LUA_OK, mode);
 }
 
@@ -515,6 +554,9 @@ static const luaL_Reg stream_methods[] = {
 static const luaL_Reg stream_meta[] = {
     {"__gc", l_gc}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
 
+static const luaL_Reg stream_funcs[] = {
+    {"stream", l_stream}, {"fetch", l_fetch}, {"_chunk_text", l_chunk_text}, {NULL, NULL}};
+
 static void push_upvalues(lua_State *L, int meta) {
   lua_pushvalue(L, meta);
   lua_pushliteral(L, "data");
@@ -535,11 +577,5 @@ void sl_open_stream(lua_State *L) {
   luaL_setfuncs(L, stream_methods, N_UP - 1);
   lua_setfield(L, meta, "__index");
   lua_pop(L, 1);
-  /* module functions: the module table is on the top */
-  lua_pushcfunction(L, l_stream);
-  lua_setfield(L, -2, "stream");
-  lua_pushcfunction(L, l_fetch);
-  lua_setfield(L, -2, "fetch");
-  lua_pushcfunction(L, l_chunk_text);
-  lua_setfield(L, -2, "_chunk_text");
+  luaL_setfuncs(L, stream_funcs, 0);  /* into the module table, on the top */
 }

@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 
 #include "errors.h"
+#include "largs.h"
 #include "lsluice.h"
 #include "task.h"
 
@@ -19,7 +20,10 @@ static sl_task *check_task(lua_State *L, int i) {
 }
 
 static int l_spawn(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (lua_type(L, 1) != LUA_TFUNCTION) {  /* or a value with __call */
+    if (luaL_getmetafield(L, 1, "__call") == LUA_TNIL) luaL_typeerror(L, 1, "function");
+    lua_pop(L, 1);
+  }
   sl_task_spawn(L, lua_gettop(L) - 1);
   return 1;
 }
@@ -114,8 +118,7 @@ static int l_gc(lua_State *L) {
   sl_task *t = *ud;
   if (!t) return 0;
   *ud = NULL;
-  if (t->failed && !t->joined && !t->cancelled && t->traceback)
-    fprintf(stderr, "sluice: a task failed and was never joined: %s\n", t->traceback);
+  sl_task_collected(t);  /* a failure nobody joined: reported, exit status 1 */
   sl_task_free(t);
   return 0;
 }
@@ -129,21 +132,23 @@ static int l_tostring(lua_State *L) {
 
 static void sleep_cleanup(sl_task *t) { sl_task_timer_stop(t); }
 
-/* Stack: 1 = the deadline. */
+/* Stack: 1 = the deadline (HUGE_VAL: sleeps until cancelled). */
 static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
   sl_task *t = sl_task_current(L, "sluice.sleep");
   double left = lua_tonumber(L, 1) - sl_now();
+  int rc;
   (void)ctx;
   sl_task_check_cancel(L, t);
-  if (status == LUA_YIELD && (t->timer_fired || left <= 0)) return 0;
-  if (sl_task_timer(t, left) != 0) luaL_error(L, "cannot start a timer");
+  if (status == LUA_YIELD && (sl_task_timer_fired(t) || left <= 0)) return 0;
+  if ((rc = sl_task_timer(t, left > 0 ? left : 0)) != 0)
+    luaL_error(L, "sluice.sleep: uv_timer_start: %s", uv_strerror(rc));
   return sl_task_wait(L, t, sleep_cleanup, NULL, 0, sleep_k);
 }
 
 static int l_sleep(lua_State *L) {
-  double s = luaL_checknumber(L, 1);
+  double s = sl_check_seconds(L, 1, "sluice.sleep");
   lua_settop(L, 0);
-  lua_pushnumber(L, sl_now() + (s > 0 ? s : 0));
+  lua_pushnumber(L, sl_now() + s);
   return sleep_k(L, LUA_OK, 0);
 }
 
@@ -152,24 +157,63 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* ---- os.exit ----------------------------------------------------------------------
+** Goes through the shutdown walk, as every exit does: streams closed, children
+** killed and reaped, every suspended task closed so its <close> variables
+** run, this one's too, and the Lua state closed (its finalizers run). The
+** calling task simply never resumes. */
+
+static void exit_cleanup(sl_task *t) { (void)t; }
+
+static int exit_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return sl_task_wait(L, sl_rt(L)->current, exit_cleanup, NULL, ctx, exit_k);
+}
+
+static int l_os_exit(lua_State *L) {
+  sl_runtime *rt = sl_rt(L);
+  sl_task *t = rt->current;
+  int status;
+  if (lua_isboolean(L, 1)) status = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
+  else status = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+  sl_runtime_set_exit(rt, status, 1);
+  rt->stop_asked = 1;
+  if (t && !rt->stopping && (L == t->co || lua_isyieldable(L)))
+    return sl_task_wait(L, t, exit_cleanup, NULL, 0, exit_k);
+  /* Not from a task, or where it cannot yield (a metamethod, a C function in
+     the way): the walk now, and the end. */
+  sl_runtime_shutdown(rt, "exit");
+  fflush(NULL);
+  exit(rt->exit_code);
+  return 0;
+}
+
 static const luaL_Reg task_methods[] = {
     {"join", l_join}, {"cancel", l_cancel}, {"status", l_status}, {NULL, NULL}};
 
+static const luaL_Reg task_meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+
+static const luaL_Reg task_funcs[] = {{"spawn", l_spawn},
+                                      {"sleep", l_sleep},
+                                      {"now", l_now},
+                                      {"_wait_any", l_wait_any},
+                                      {NULL, NULL}};
+
 void sl_open_task(lua_State *L) {
   luaL_newmetatable(L, TASK_MT);
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, l_tostring);
-  lua_setfield(L, -2, "__tostring");
+  luaL_setfuncs(L, task_meta, 0);
   luaL_newlib(L, task_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  lua_pushcfunction(L, l_spawn);
-  lua_setfield(L, -2, "spawn");
-  lua_pushcfunction(L, l_sleep);
-  lua_setfield(L, -2, "sleep");
-  lua_pushcfunction(L, l_now);
-  lua_setfield(L, -2, "now");
-  lua_pushcfunction(L, l_wait_any);
-  lua_setfield(L, -2, "_wait_any");
+  luaL_setfuncs(L, task_funcs, 0);  /* into the module table, on the top */
+}
+
+/* Replaces os.exit with one that goes through the shutdown walk. */
+void sl_open_exit(lua_State *L) {
+  lua_getglobal(L, "os");
+  if (lua_istable(L, -1)) {
+    lua_pushcfunction(L, l_os_exit);
+    lua_setfield(L, -2, "exit");
+  }
+  lua_pop(L, 1);
 }

@@ -5,7 +5,6 @@
 ** the multi handle (closing an unfinished connection) before it returns.
 */
 #include <ctype.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,7 +12,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "redact.h"
 #include "stream.h"
+#include "task.h"
 
 #define QUEUE_HIGH (1u << 20)     /* pause the transfer above this many bytes */
 #define QUEUE_LOW (256u << 10)    /* resume it below this */
@@ -86,7 +87,7 @@ static int queue_push(sl_stream *s, const char *data, size_t dlen,
   if (dlen) memcpy(w, data, dlen);
   s->q.len += need;
   s->queued++;
-  s->rt->queued_bytes += need;
+  s->rt->net.queued_bytes += need;
   return 0;
 }
 
@@ -111,7 +112,7 @@ void sl_stream_pop(sl_stream *s) {
   memcpy(hdr, s->q.p + s->qhead, RECORD_HEADER);
   size = RECORD_HEADER + hdr[0] + hdr[1] + hdr[2];
   s->qhead += size;
-  s->rt->queued_bytes -= size;
+  s->rt->net.queued_bytes -= size;
   if (--s->queued == 0) {
     s->qhead = s->q.len = 0;
     /* A finished stream gives its memory back now, not when the collector
@@ -122,15 +123,15 @@ void sl_stream_pop(sl_stream *s) {
   }
   left = s->q.len - s->qhead;
   if (s->paused && s->easy &&
-      (left == 0 || (left < QUEUE_LOW && s->rt->queued_bytes < QUEUES_HIGH))) {
+      (left == 0 || (left < QUEUE_LOW && s->rt->net.queued_bytes < QUEUES_HIGH))) {
     s->paused = 0;
     curl_easy_pause(s->easy, CURLPAUSE_CONT);  /* may call cb_write at once */
-    sl_loop_kick(&s->rt->net);
+    sl_curlm_kick(&s->rt->net);
   }
 }
 
 static void queue_clear(sl_stream *s) {
-  s->rt->queued_bytes -= s->q.len - s->qhead;
+  s->rt->net.queued_bytes -= s->q.len - s->qhead;
   s->qhead = s->q.len = 0;
   s->queued = 0;
 }
@@ -181,7 +182,7 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     return s->http_error && s->body.len >= ERROR_BODY_MAX ? 0 : n;
   }
   if (s->q.len - s->qhead >= QUEUE_HIGH ||
-      (s->queued > 0 && s->rt->queued_bytes >= QUEUES_HIGH)) {
+      (s->queued > 0 && s->rt->net.queued_bytes >= QUEUES_HIGH)) {
     s->paused = 1;  /* curl keeps this chunk and hands it over again */
     return CURL_WRITEFUNC_PAUSE;
   }
@@ -260,13 +261,6 @@ static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
   return n;
 }
 
-/* A child process (os.execute, io.popen, sluice.exec) must not inherit the
-   socket: a copy held elsewhere would keep the connection open after cancel. */
-static int cb_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose) {
-  fcntl(fd, F_SETFD, FD_CLOEXEC);  /* the only descriptor flag there is */
-  return CURL_SOCKOPT_OK;
-}
-
 static int cb_prereq(void *ud, char *primary_ip, char *local_ip,
                      int primary_port, int local_port) {
   sl_stream *s = ud;
@@ -311,7 +305,8 @@ static void on_deadline(uv_timer_t *t) {
 }
 
 static void arm_timer(sl_stream *s, double now) {
-  double due = HUGE_VAL, ms;
+  double due = HUGE_VAL;
+  uint64_t ms;
   if (s->to_connect > 0 && !s->t_connected) due = fmin(due, s->t_started + s->to_connect);
   if (s->to_first_byte > 0 && !s->t_first_byte)
     due = fmin(due, s->t_started + s->to_first_byte);
@@ -321,9 +316,8 @@ static void arm_timer(sl_stream *s, double now) {
     /* Before the headers, idle is not running yet: look again soon. */
     due = fmin(due, base ? base + s->to_idle : now + s->to_idle);
   }
-  if (due == HUGE_VAL) return;
-  ms = ceil((due - now) * 1000.0);
-  uv_timer_start(s->timer, on_deadline, ms > 0 ? (uint64_t)ms : 0, 0);
+  if (!sl_seconds_to_ms(due - now, &ms)) return;  /* none, or too far to matter */
+  uv_timer_start(s->timer, on_deadline, ms, 0);  /* cannot fail: s->timer is live */
 }
 
 /* ---- ending ---------------------------------------------------------------- */
@@ -345,14 +339,16 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   s->state = state;
   s->t_ended = sl_now();
   if (s->easy) {
-    long version = 0;
     /* Unfinished, on an HTTP/1 connection (which no other transfer shares):
        shut it first. curl's own close comes at the end of its clean-up, some
-       10 us later, time in which the server goes on generating. */
-    curl_easy_getinfo(s->easy, CURLINFO_HTTP_VERSION, &version);
-    if (s->fd != CURL_SOCKET_BAD &&
-        (version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1))
-      shutdown(s->fd, SHUT_RDWR);
+       10 us later, time in which the server goes on generating. Without
+       http2 the request is surely HTTP/1.1, even before any response byte. */
+    if (s->fd != CURL_SOCKET_BAD) {
+      long version = 0;
+      if (s->http2) curl_easy_getinfo(s->easy, CURLINFO_HTTP_VERSION, &version);
+      if (!s->http2 || version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1)
+        shutdown(s->fd, SHUT_RDWR);
+    }
     if (s->paused) {
       /* What curl holds for a paused transfer is lost, never freed, when the
          transfer is removed while its HTTP/2 connection carries others
@@ -362,7 +358,7 @@ void sl_stream_end(sl_stream *s, sl_state state) {
       curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, cb_drop);
       curl_easy_pause(s->easy, CURLPAUSE_CONT);
     }
-    sl_loop_remove(&s->rt->net, s->easy);
+    sl_curlm_remove(&s->rt->net, s->easy);
     curl_easy_cleanup(s->easy);
     s->easy = NULL;
   }
@@ -374,30 +370,13 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   sl_sse_free(&s->sse);      /* no more input: partial events are dropped */
   sl_lines_free(&s->lines);
   if (s->queued == 0) buf_free(&s->q);
-  sl_list_remove(&s->live_node);
-  sl_list_remove(&s->owner_node);
-  s->owner = NULL;
+  sl_resource_unregister(&s->res);
   if (s->waiter) sl_task_wake(s->waiter);
 }
 
-/* Replaces every secret in msg by "[redacted]"; returns a new string. */
-static char *redact(const sl_stream *s, const char *msg) {
-  sl_buf out = {0};
-  const char *p = msg;
-  while (*p) {
-    int i, hit = 0;
-    for (i = 0; i < s->nsecrets && !hit; i++) {
-      size_t l = strlen(s->secrets[i]);
-      if (l >= 4 && strncmp(p, s->secrets[i], l) == 0) {
-        buf_append(&out, "[redacted]", 10);
-        p += l;
-        hit = 1;
-      }
-    }
-    if (!hit) buf_append(&out, p++, 1);
-  }
-  buf_append(&out, "", 1);
-  return out.p;
+/* msg with every secret of the stream replaced; NULL when out of memory. */
+static char *redact(const sl_stream *s, const char *msg, size_t len, size_t *outlen) {
+  return sl_redact(msg, len, (const char *const *)s->secrets, s->nsecrets, outlen);
 }
 
 void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...) {
@@ -409,15 +388,16 @@ void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...) {
   va_end(ap);
   s->err_kind = kind;
   free(s->err_message);
-  s->err_message = redact(s, msg);
+  s->err_message = redact(s, msg, strlen(msg), NULL);
   if (s->http_error && s->body.len) {  /* servers may echo what they were sent */
-    char *clean;
-    buf_append(&s->body, "", 1);
-    clean = redact(s, s->body.p);
+    size_t n;
+    char *clean = redact(s, s->body.p, s->body.len, &n);
     buf_free(&s->body);
-    s->body.p = clean;
-    s->body.len = strlen(clean);
-    s->body.cap = s->body.len + 1;
+    if (clean) {  /* else no body at all, never the unredacted text */
+      s->body.p = clean;
+      s->body.len = n;
+      s->body.cap = n + 1;
+    }
   }
   sl_stream_end(s, SL_STATE_FAILED);
 }
@@ -430,14 +410,14 @@ void sl_stream_cancel(sl_stream *s, const char *reason) {
   sl_stream_end(s, SL_STATE_CANCELLED);
 }
 
-void sl_stream_on_socket(void *priv, curl_socket_t fd, int gone) {
-  sl_stream *s = priv;
+static void on_socket(sl_transfer *x, curl_socket_t fd, int gone) {
+  sl_stream *s = sl_container_of(x, sl_stream, xfer);
   if (!gone) s->fd = fd;
   else if (s->fd == fd) s->fd = CURL_SOCKET_BAD;  /* curl may close it now */
 }
 
-void sl_stream_on_done(void *priv, CURLcode result) {
-  sl_stream *s = priv;
+static void on_done(sl_transfer *x, CURLcode result) {
+  sl_stream *s = sl_container_of(x, sl_stream, xfer);
   s->fd = CURL_SOCKET_BAD;  /* finished: the connection is curl's to keep or close */
   if (sl_stream_finished(s)) return;
   if (s->http_error) {  /* whatever happened after an error status */
@@ -466,19 +446,47 @@ void sl_stream_on_done(void *priv, CURLcode result) {
   }
 }
 
+/* ---- the stream as a resource ------------------------------------------------ */
+
+/* Its task returned: the stream lives on (the task may have handed it on) and
+   closes by its own paths, garbage collection at the latest. Otherwise it is
+   cancelled with the reason. */
+static void stream_close(sl_resource *r, sl_close_how how, const char *reason) {
+  sl_stream *s = sl_container_of(r, sl_stream, res);
+  if (how == SL_CLOSE_RETURN) sl_resource_disown(r);
+  else sl_stream_cancel(s, reason);
+}
+
+static const sl_resource_type stream_type = {"streams", stream_close};
+static const sl_resource_type fetch_type = {"fetches", stream_close};
+
 /* ---- start and release ---------------------------------------------------- */
 
-sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
-                           const sl_stream_opts *o, const char **err) {
+#define SETOPT(opt, val)                                                       \
+  do {                                                                         \
+    CURLcode rc_ = curl_easy_setopt(e, opt, val);                              \
+    if (rc_ != CURLE_OK) {                                                     \
+      snprintf(err, errlen, "curl_easy_setopt(%s): %s", #opt, curl_easy_strerror(rc_)); \
+      goto fail;                                                               \
+    }                                                                          \
+  } while (0)
+
+sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner, const sl_stream_opts *o,
+                           char *err, size_t errlen) {
   sl_stream *s = calloc(1, sizeof *s);
   CURL *e;
+  int rc;
   if (!s) {
-    *err = "out of memory";
+    snprintf(err, errlen, "out of memory");
     goto fail_opts;
   }
+  sl_resource_init(&s->res);
+  s->xfer.on_done = on_done;
+  s->xfer.on_socket = on_socket;
   s->rt = rt;
   s->fd = CURL_SOCKET_BAD;
   s->framing = o->framing;
+  s->http2 = o->http2;
   s->max_event_bytes = o->max_event_bytes;
   s->to_connect = o->connect;
   s->to_first_byte = o->first_byte;
@@ -487,17 +495,15 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
   s->secrets = o->secrets;
   s->nsecrets = o->nsecrets;
   s->req_headers = o->headers;
-  sl_list_init(&s->live_node);
-  sl_list_init(&s->owner_node);
   sl_sse_init(&s->sse, o->max_event_bytes);
   sl_lines_init(&s->lines, o->max_event_bytes);
   if (s->to_connect > 0 || s->to_first_byte > 0 || s->to_idle > 0 || s->to_total > 0) {
     /* only a stream with deadlines has a timer: 10,000 streams add up */
     s->timer = malloc(sizeof *s->timer);
-    if (!s->timer || uv_timer_init(&rt->uv, s->timer) != 0) {
+    if (!s->timer || (rc = uv_timer_init(&rt->uv, s->timer)) != 0) {
+      snprintf(err, errlen, "uv_timer_init: %s", s->timer ? uv_strerror(rc) : "out of memory");
       free(s->timer);
       s->timer = NULL;
-      *err = "cannot create a timer";
       goto fail;
     }
     s->timer->data = s;
@@ -512,72 +518,68 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
   }
   s->easy = e = curl_easy_init();
   if (!e) {
-    *err = "cannot create a transfer";
+    snprintf(err, errlen, "curl_easy_init failed");
     goto fail;
   }
-  curl_easy_setopt(e, CURLOPT_URL, o->url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, s);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, s->errbuf);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, cb_write);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, s);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, cb_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, s);
-  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, cb_prereq);
-  curl_easy_setopt(e, CURLOPT_PREREQDATA, s);
-  curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, cb_sockopt);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->req_headers);
-  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  SETOPT(CURLOPT_URL, o->url);
+  /* http and https only, redirects included: never file://, gopher://... */
+  SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+  SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (o->max_redirects > 0) {
+    SETOPT(CURLOPT_FOLLOWLOCATION, 1L);
+    SETOPT(CURLOPT_MAXREDIRS, o->max_redirects);
+  }
+  SETOPT(CURLOPT_NOSIGNAL, 1L);
+  SETOPT(CURLOPT_ERRORBUFFER, s->errbuf);
+  SETOPT(CURLOPT_WRITEFUNCTION, cb_write);
+  SETOPT(CURLOPT_WRITEDATA, s);
+  SETOPT(CURLOPT_HEADERFUNCTION, cb_header);
+  SETOPT(CURLOPT_HEADERDATA, s);
+  SETOPT(CURLOPT_PREREQFUNCTION, cb_prereq);
+  SETOPT(CURLOPT_PREREQDATA, s);
+  SETOPT(CURLOPT_HTTPHEADER, s->req_headers);
+  SETOPT(CURLOPT_TCP_NODELAY, 1L);
   /* Many live streams are each slow, and curl's receive buffer is a large
      part of a stream's memory: give them 1 KiB (curl's minimum), not 16. */
-  if (rt->net.transfers >= MANY_STREAMS) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 1024L);
+  if (rt->net.transfers >= MANY_STREAMS) SETOPT(CURLOPT_BUFFERSIZE, 1024L);
   if (o->body) {
     s->req_body = malloc(o->body_len ? o->body_len : 1);
     if (!s->req_body) {
-      *err = "out of memory";
+      snprintf(err, errlen, "out of memory for the request body");
       goto fail;
     }
     memcpy(s->req_body, o->body, o->body_len);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->req_body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+    SETOPT(CURLOPT_POSTFIELDS, s->req_body);
+    SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
   }
   if (o->method && strcmp(o->method, o->body ? "POST" : "GET") != 0) {
-    if (strcmp(o->method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    else curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
+    if (strcmp(o->method, "HEAD") == 0) SETOPT(CURLOPT_NOBODY, 1L);
+    else SETOPT(CURLOPT_CUSTOMREQUEST, o->method);
   }
   if (o->insecure) {
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
   }
   /* HTTP/1.1 unless asked: a cancel then closes the stream's own socket, and a
      paused stream's data waits in the kernel. An HTTP/2 stream shares its
      connection; a cancel resets just that stream, and libcurl 7.88 buffers a
      paused one's data itself, up to 32 MB, while the connection is read for
      the others. */
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-                   o->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-  if (o->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
-  if (o->proxy) curl_easy_setopt(e, CURLOPT_PROXY, o->proxy);
-  if (o->connect > 0)
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(o->connect * 1000));
-  if (sl_loop_add(&rt->net, e) != 0) {
-    *err = "cannot add the transfer to the loop";
-    goto fail;
-  }
-  sl_list_push(&rt->streams, &s->live_node);
-  if (owner) {
-    s->owner = owner;
-    sl_list_push(&owner->streams, &s->owner_node);
-  }
+  SETOPT(CURLOPT_HTTP_VERSION,
+         o->http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+  if (o->ca_file) SETOPT(CURLOPT_CAINFO, o->ca_file);
+  if (o->proxy) SETOPT(CURLOPT_PROXY, o->proxy);
+  if (o->connect > 0 && o->connect < SL_NO_LIMIT / 1000)
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)ceil(o->connect * 1000));
+  if (sl_curlm_add(&rt->net, e, &s->xfer, err, errlen) != 0) goto fail;
+  sl_resource_register(rt, &s->res, o->framing == SL_FRAMING_BODY ? &fetch_type : &stream_type,
+                       owner);
   arm_timer(s, s->t_started);
   return s;
 
 fail:
-  if (s) {
-    s->state = SL_STATE_FAILED;
-    s->userdata_gone = 1;
-    sl_stream_release(s);
-  }
+  s->state = SL_STATE_FAILED;
+  sl_stream_release(s);
   return NULL;
 fail_opts:
   curl_slist_free_all(o->headers);
@@ -590,6 +592,7 @@ fail_opts:
 void sl_stream_release(sl_stream *s) {
   int i;
   sl_stream_cancel(s, "garbage collected");  /* nothing if already over */
+  sl_resource_unregister(&s->res);
   if (s->easy) {  /* only on a failed start */
     curl_easy_cleanup(s->easy);
     s->easy = NULL;

@@ -9,8 +9,9 @@
 #include <stdint.h>
 #include "curl_dl.h"
 
+#include "curlm.h"
 #include "ndjson.h"
-#include "task.h"
+#include "runtime.h"
 #include "sse.h"
 
 typedef enum {
@@ -30,6 +31,8 @@ typedef struct sl_buf {
 
 typedef struct sl_stream sl_stream;
 struct sl_stream {
+  sl_resource res;        /* on its task's and the runtime's lists while unfinished */
+  sl_transfer xfer;       /* what the curl bridge calls */
   sl_runtime *rt;
   CURL *easy;
   struct curl_slist *req_headers;
@@ -62,6 +65,7 @@ struct sl_stream {
   uint64_t events, bytes;
   int local_port;         /* of the connection, once connected */
   curl_socket_t fd;       /* the socket curl is watching for this transfer */
+  int http2;              /* may be HTTP/2 (asked for); else surely HTTP/1.1 */
 
   char *cancel_reason;
   const char *err_kind;   /* set when state is FAILED */
@@ -72,11 +76,7 @@ struct sl_stream {
   int nsecrets;
   char errbuf[CURL_ERROR_SIZE];
 
-  sl_task *owner;
-  sl_list owner_node;     /* in owner->streams */
   sl_task *waiter;        /* the task blocked in next() */
-  sl_list live_node;      /* in rt->streams while unfinished */
-  int userdata_gone;
 };
 
 typedef struct sl_stream_opts {
@@ -92,23 +92,22 @@ typedef struct sl_stream_opts {
   double connect, first_byte, idle, total;
   int insecure;
   int http2;                    /* offer HTTP/2 over TLS; default HTTP/1.1 */
+  long max_redirects;           /* 0: follow none */
   const char *ca_file;
   const char *proxy;
 } sl_stream_opts;
 
-/* Creates and starts the transfer. Returns NULL with *err set to a static
-   message on failure. */
-sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner,
-                           const sl_stream_opts *o, const char **err);
+/* Creates and starts the transfer, owned by owner (NULL: the runtime's).
+   Returns NULL with the reason in err on failure; the headers and secrets of
+   o are the stream's, or freed, either way. */
+sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner, const sl_stream_opts *o,
+                           char *err, size_t errlen);
 /* The one function that ends a transfer (see stream.c). */
 void sl_stream_end(sl_stream *s, sl_state state);
 void sl_stream_cancel(sl_stream *s, const char *reason);
 void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...);
 /* Frees the stream once its userdata is gone (ends it first if needed). */
 void sl_stream_release(sl_stream *s);
-/* The done and socket callbacks given to the curl bridge. */
-void sl_stream_on_done(void *priv, CURLcode result);
-void sl_stream_on_socket(void *priv, curl_socket_t fd, int gone);
 
 /* Queue access for the binding. Returns 0 when empty. */
 typedef struct sl_event {

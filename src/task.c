@@ -1,28 +1,78 @@
 /*
 ** The scheduler. Tasks are Lua coroutines; a waiting primitive registers the
 ** current task (sl_task_wait) and yields; callbacks call sl_task_wake, which
-** undoes the registration and queues the task; on_check resumes queued tasks
-** once per loop pass, after curl and libuv callbacks have returned.
+** undoes the registration and queues the task; sl_task_run_ready resumes
+** queued tasks once per loop pass, after curl and libuv callbacks returned.
+** A task owns what it opened (its resource list): an error or a cancel
+** closes the list, a normal return lets streams live on.
 */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
-#include <sys/resource.h>
 
 #include <lauxlib.h>
 
 #include "errors.h"
 #include "task.h"
-#include "stream.h"
 
 #define TASK_MT "sluice.task"
 
-double sl_now(void) { return (double)uv_hrtime() / 1e9; }
+/* ---- the task's timer: a resource of its own ------------------------------ */
 
-static void free_handle(uv_handle_t *h) { free(h); }
+struct sl_timer {
+  sl_resource res;
+  uv_timer_t handle;
+  sl_task *task;
+  int fired;
+};
 
-static void shutdown_runtime(sl_runtime *rt);
+static void timer_freed(uv_handle_t *h) {
+  free(sl_container_of(h, sl_timer, handle));
+}
+
+static void timer_close(sl_resource *r, sl_close_how how, const char *reason) {
+  sl_timer *tm = sl_container_of(r, sl_timer, res);
+  (void)how, (void)reason;
+  sl_resource_unregister(r);
+  if (tm->task) tm->task->timer = NULL;
+  uv_close((uv_handle_t *)&tm->handle, timer_freed);
+}
+
+static const sl_resource_type timer_type = {"timers", timer_close};
+
+static void on_task_timer(uv_timer_t *h) {
+  sl_timer *tm = h->data;
+  tm->fired = 1;
+  sl_task_wake(tm->task);
+}
+
+int sl_task_timer(sl_task *t, double seconds) {
+  sl_timer *tm = t->timer;
+  uint64_t ms;
+  int rc;
+  if (!tm) {
+    tm = malloc(sizeof *tm);
+    if (!tm) return UV_ENOMEM;
+    if ((rc = uv_timer_init(&t->rt->uv, &tm->handle)) != 0) {
+      free(tm);
+      return rc;
+    }
+    tm->handle.data = tm;
+    tm->task = t;
+    sl_resource_register(t->rt, &tm->res, &timer_type, t);
+    t->timer = tm;
+  }
+  tm->fired = 0;
+  if (!sl_seconds_to_ms(seconds, &ms)) return uv_timer_stop(&tm->handle);  /* no limit */
+  return uv_timer_start(&tm->handle, on_task_timer, ms, 0);
+}
+
+int sl_task_timer_fired(const sl_task *t) { return t->timer && t->timer->fired; }
+
+void sl_task_timer_stop(sl_task *t) {
+  if (t->timer) uv_timer_stop(&t->timer->handle);  /* cannot fail */
+}
 
 /* ---- waking and waiting -------------------------------------------------- */
 
@@ -39,7 +89,8 @@ void sl_task_wake(sl_task *t) {
   t->wait_data = NULL;
   t->queued = 1;
   sl_list_push(&rt->ready, &t->ready_node);
-  /* An active idle handle keeps the next loop pass from blocking in poll. */
+  /* An active idle handle keeps the next loop pass from blocking in poll;
+     uv_idle_start cannot fail on an initialised handle. */
   uv_idle_start(&rt->idle, on_idle);
 }
 
@@ -56,32 +107,6 @@ int sl_task_wait(lua_State *L, sl_task *t, sl_wait_cleanup cleanup, void *data,
   if (L == t->co) return lua_yieldk(L, 0, ctx, k);
   sl_push_wait_sentinel(L);
   return lua_yieldk(L, 1, ctx, k);
-}
-
-static void on_task_timer(uv_timer_t *h) {
-  sl_task *t = h->data;
-  t->timer_fired = 1;
-  sl_task_wake(t);
-}
-
-int sl_task_timer(sl_task *t, double seconds) {
-  double ms = seconds * 1000.0;
-  if (!t->timer) {
-    t->timer = malloc(sizeof *t->timer);
-    if (!t->timer || uv_timer_init(&t->rt->uv, t->timer) != 0) {
-      free(t->timer);
-      t->timer = NULL;
-      return -1;
-    }
-    t->timer->data = t;
-  }
-  t->timer_fired = 0;
-  if (ms < 0) ms = 0;
-  return uv_timer_start(t->timer, on_task_timer, (uint64_t)(ms + 0.999), 0);
-}
-
-void sl_task_timer_stop(sl_task *t) {
-  if (t->timer) uv_timer_stop(t->timer);
 }
 
 /* A coroutine the task resumed (a generator, say) may wait too: its wait is
@@ -116,15 +141,18 @@ void sl_task_check_cancel(lua_State *L, sl_task *t) {
 sl_task *sl_task_spawn(lua_State *L, int nargs) {
   sl_runtime *rt = sl_rt(L);
   sl_task **ud;
-  sl_task *t = calloc(1, sizeof *t);
-  if (!t) luaL_error(L, "out of memory");
+  sl_task *t;
+  if (rt->stopping) luaL_error(L, "cannot start a task: the runtime is shutting down");
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  *ud = t;
+  *ud = NULL;
   luaL_setmetatable(L, TASK_MT);
+  t = calloc(1, sizeof *t);
+  if (!t) luaL_error(L, "out of memory");
+  *ud = t;
   t->rt = rt;
   t->result_ref = LUA_NOREF;
   sl_list_init(&t->ready_node);
-  sl_list_init(&t->streams);
+  sl_list_init(&t->resources);
   sl_list_init(&t->joiners);
   sl_list_push(&rt->tasks, &t->all_node);
   t->co = lua_newthread(L);
@@ -139,23 +167,13 @@ sl_task *sl_task_spawn(lua_State *L, int nargs) {
   return t;
 }
 
-/* Ends t's streams (error or cancel) or lets them live on (normal return). */
-static void release_streams(sl_task *t, int cancel, const char *reason) {
-  while (!sl_list_empty(&t->streams)) {
-    sl_stream *s = sl_container_of(t->streams.next, sl_stream, owner_node);
-    if (cancel) sl_stream_cancel(s, reason);  /* unlinks s */
-    else {
-      sl_list_remove(&s->owner_node);
-      s->owner = NULL;
-    }
-  }
-}
-
 static void finish_task(sl_task *t) {
   sl_runtime *rt = t->rt;
   lua_State *L = rt->L;
   t->done = 1;
   sl_list_remove(&t->all_node);
+  sl_list_remove(&t->ready_node);
+  t->queued = 0;
   while (!sl_list_empty(&t->joiners)) {
     sl_joinwait *j = sl_container_of(t->joiners.next, sl_joinwait, node);
     sl_list_remove(&j->node);
@@ -164,14 +182,16 @@ static void finish_task(sl_task *t) {
   luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
   t->co_ref = LUA_NOREF;
   t->co = NULL;
-  if (t == rt->main && t->failed) {
+  if (t == rt->main && t->failed && !rt->stopping) {
     t->joined = 1;  /* reported here, not again as an unjoined task */
-    fprintf(stderr, "sluice: %s\n", t->traceback ? t->traceback : "error");
-    fflush(stderr);
-    if (!rt->stopping) rt->exit_code = 1;  /* a signal's 130/143 stands */
-    shutdown_runtime(rt);
+    if (t->traceback) {
+      fprintf(stderr, "sluice: %s\n", t->traceback);
+      fflush(stderr);
+    }
+    sl_runtime_set_exit(rt, 1, 0);
+    rt->stop_asked = 1;  /* the other tasks are closed with the rest */
   } else if (rt->main->done && sl_list_empty(&rt->tasks)) {
-    shutdown_runtime(rt);
+    rt->stop_asked = 1;
   }
   luaL_unref(L, LUA_REGISTRYINDEX, t->self_ref);  /* may be collected now */
   t->self_ref = LUA_NOREF;
@@ -215,9 +235,33 @@ static void task_failed(sl_task *t, int cancelled) {
     lua_xmove(co, L, 1);
   }
   t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  release_streams(t, 1, cancelled ? (t->cancel_reason ? t->cancel_reason : "cancelled")
-                                  : "task failed");
+  sl_resource_close_list(&t->resources, SL_CLOSE_CANCEL,
+                         cancelled ? t->cancel_reason : "task failed");
   close_thread(co, L);       /* runs the task's pending <close> variables */
+  finish_task(t);
+}
+
+/* Ends t as cancelled where it stands: its resources closed, its pending
+   <close> variables run (unless it is the coroutine running now). */
+static void close_cancelled(sl_task *t) {
+  sl_runtime *rt = t->rt;
+  lua_State *L = rt->L;
+  if (t->wait_cleanup) {
+    sl_wait_cleanup cleanup = t->wait_cleanup;
+    t->wait_cleanup = NULL;
+    cleanup(t);
+  }
+  sl_resource_close_list(&t->resources, SL_CLOSE_CANCEL, t->cancel_reason);
+  if (t == rt->current) {
+    /* running (os.exit where it cannot yield): the process ends next */
+  } else if (t->started) {
+    close_thread(t->co, L);
+  } else {
+    lua_settop(t->co, 0);
+  }
+  t->failed = 1;
+  push_cancel_error(L, t);
+  t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   finish_task(t);
 }
 
@@ -236,26 +280,16 @@ static void resume_task(sl_task *t) {
   lua_State *co = t->co, *L = rt->L;
   int nres = 0, st, nargs = 0;
   if (!t->started) {
-    t->started = 1;
     nargs = t->nargs;
     if (t->cancelled) {  /* cancelled before it ever ran */
-      lua_settop(co, 0);
-      t->failed = 1;
-      push_cancel_error(L, t);
-      t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-      finish_task(t);
+      close_cancelled(t);
       return;
     }
+    t->started = 1;
   }
   if (t->bare_yield && t->cancelled) {
-    /* No sluice wait to raise from: close it where it stands (its <close>
-       variables run) and report it cancelled. */
-    release_streams(t, 1, t->cancel_reason);
-    close_thread(co, L);
-    t->failed = 1;
-    push_cancel_error(L, t);
-    t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    finish_task(t);
+    /* No sluice wait to raise from: close it where it stands. */
+    close_cancelled(t);
     return;
   }
   t->bare_yield = 0;
@@ -279,7 +313,7 @@ static void resume_task(sl_task *t) {
     lua_pushinteger(L, nres + 1);
     lua_setfield(L, -2, "n");
     t->result_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    release_streams(t, 0, NULL);
+    sl_resource_close_list(&t->resources, SL_CLOSE_RETURN, NULL);
     finish_task(t);
   } else {
     task_failed(t, t->cancelled && is_cancel_error(co));
@@ -288,11 +322,10 @@ static void resume_task(sl_task *t) {
 
 /* Resumes the tasks that were ready when the pass began; those woken meanwhile
    wait for the next pass, so tasks that keep yielding cannot starve I/O. */
-static void on_check(uv_check_t *h) {
-  sl_runtime *rt = h->data;
+void sl_task_run_ready(sl_runtime *rt) {
   sl_list *last = rt->ready.prev;
   int more = !sl_list_empty(&rt->ready);
-  while (more && !rt->stopping) {
+  while (more && !rt->stop_asked && !rt->stopping && !rt->interrupted) {
     sl_task *t = sl_container_of(rt->ready.next, sl_task, ready_node);
     more = &t->ready_node != last;
     sl_list_remove(&t->ready_node);
@@ -302,15 +335,27 @@ static void on_check(uv_check_t *h) {
   if (sl_list_empty(&rt->ready)) uv_idle_stop(&rt->idle);
 }
 
-int sl_task_cancel(sl_task *t, const char *reason) {
-  if (t->done) return 0;
+static void set_cancelled(sl_task *t, const char *reason) {
   if (!t->cancelled) {
     t->cancelled = 1;
     t->cancel_reason = strdup(reason ? reason : "cancelled");
   }
-  release_streams(t, 1, t->cancel_reason);
+}
+
+int sl_task_cancel(sl_task *t, const char *reason) {
+  if (t->done) return 0;
+  set_cancelled(t, reason);
+  sl_resource_close_list(&t->resources, SL_CLOSE_CANCEL, t->cancel_reason);
   if (t->wait_cleanup) sl_task_wake(t);  /* its pending wait raises */
   return 1;
+}
+
+void sl_task_close_all(sl_runtime *rt, const char *reason) {
+  while (!sl_list_empty(&rt->tasks)) {
+    sl_task *t = sl_container_of(rt->tasks.next, sl_task, all_node);
+    set_cancelled(t, reason);
+    close_cancelled(t);
+  }
 }
 
 int sl_task_push_results(lua_State *L, sl_task *t) {
@@ -331,6 +376,14 @@ int sl_task_push_results(lua_State *L, sl_task *t) {
   return n;
 }
 
+void sl_task_collected(sl_task *t) {
+  if (t->done && t->failed && !t->joined && !t->cancelled && t->traceback) {
+    fprintf(stderr, "sluice: a task failed and was never joined: %s\n", t->traceback);
+    fflush(stderr);
+    sl_runtime_set_exit(t->rt, 1, 0);
+  }
+}
+
 void sl_task_free(sl_task *t) {
   sl_runtime *rt = t->rt;
   if (t->wait_cleanup) {
@@ -340,241 +393,10 @@ void sl_task_free(sl_task *t) {
   }
   sl_list_remove(&t->ready_node);
   sl_list_remove(&t->all_node);
-  release_streams(t, 1, "shutdown");
+  sl_resource_close_list(&t->resources, SL_CLOSE_SHUTDOWN, "shutdown");
   while (!sl_list_empty(&t->joiners)) sl_list_remove(t->joiners.next);
   if (t->result_ref != LUA_NOREF && rt->L) luaL_unref(rt->L, LUA_REGISTRYINDEX, t->result_ref);
-  if (t->timer) uv_close((uv_handle_t *)t->timer, free_handle);
   free(t->traceback);
   free(t->cancel_reason);
   free(t);
-}
-
-/* ---- the runtime ------------------------------------------------------------ */
-
-void sl_runtime_cancel_streams(sl_runtime *rt, const char *reason) {
-  while (!sl_list_empty(&rt->streams)) {
-    sl_stream *s = sl_container_of(rt->streams.next, sl_stream, live_node);
-    sl_stream_cancel(s, reason);
-  }
-}
-
-static void shutdown_runtime(sl_runtime *rt) {
-  if (rt->stopping) return;
-  rt->stopping = 1;
-  sl_runtime_cancel_streams(rt, "shutdown");
-  sl_exec_kill_all(rt);
-  uv_check_stop(&rt->check);
-  uv_idle_stop(&rt->idle);
-  uv_stop(&rt->uv);
-}
-
-/* ---- SIGINT and SIGTERM ------------------------------------------------------
-** Like lua.c: the handler sets a hook on the running coroutine, so a script
-** busy in a loop that never waits is interrupted too; and it wakes the loop,
-** for the usual case of a script waiting. Either way every stream is closed
-** before the process ends with 128 + the signal. A second signal while that
-** is under way gets the default action. */
-
-static sl_runtime *signal_rt;           /* the handler's only way in */
-static volatile sig_atomic_t signal_seen;
-
-static void interrupt(sl_runtime *rt) {
-  if (rt->stopping) return;
-  rt->exit_code = 128 + signal_seen;
-  shutdown_runtime(rt);  /* streams closed, children killed, loop stopped */
-}
-
-static void on_signal_hook(lua_State *L, lua_Debug *ar) {
-  sl_runtime *rt = sl_rt(L);
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  if (rt->stopping) return;
-  interrupt(rt);
-  luaL_error(L, "interrupted by signal %d", (int)signal_seen);
-}
-
-static void on_signal(int signum) {
-  sl_runtime *rt = signal_rt;
-  if (signal_seen || !rt) {  /* a second one, or the loop is gone: default action */
-    signal(signum, SIG_DFL);
-    raise(signum);
-    return;
-  }
-  signal_seen = signum;
-  if (rt->current && rt->current->co)
-    lua_sethook(rt->current->co, on_signal_hook,
-                LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
-  uv_async_send(&rt->wakeup);
-}
-
-static void on_wakeup(uv_async_t *h) { interrupt(h->data); }
-
-/* ---- Lua's allocator ----------------------------------------------------------
-** Streaming makes Lua allocate a few small blocks per event (the table, its
-** slots, the data string) and the collector frees them in bursts, which
-** malloc handles slowly (it coalesces and sorts its bins). Small blocks are
-** kept on per-size free lists instead, up to a budget; Lua passes each
-** block's size back when it frees it, so a block needs no header. The state
-** is made with this allocator from its first block, so every block Lua frees
-** has the size its class promises. */
-
-#define POOL_MAX (SL_POOL_GRAIN * SL_POOL_CLASSES)   /* larger: plain malloc */
-#if defined(__SANITIZE_ADDRESS__)
-#define POOL_KEEP 0            /* let ASan see every block come and go */
-#else
-#define POOL_KEEP (1u << 20)   /* bytes kept on the lists at most */
-#endif
-
-/* Class c holds blocks of (c + 1) * SL_POOL_GRAIN bytes; n > 0. */
-static size_t pool_class(size_t n) { return (n - 1) / SL_POOL_GRAIN; }
-
-static void *pool_get(sl_pool *p, size_t n) {
-  size_t c;
-  void *b;
-  if (n > POOL_MAX) return malloc(n);
-  c = pool_class(n);
-  if (!(b = p->lists[c])) return malloc((c + 1) * SL_POOL_GRAIN);
-  p->lists[c] = *(void **)b;
-  p->kept -= (c + 1) * SL_POOL_GRAIN;
-  return b;
-}
-
-static void pool_put(sl_pool *p, void *b, size_t n) {
-  size_t c;
-  if (n > POOL_MAX || p->kept + n > POOL_KEEP) {
-    free(b);
-    return;
-  }
-  c = pool_class(n);
-  *(void **)b = p->lists[c];
-  p->lists[c] = b;
-  p->kept += (c + 1) * SL_POOL_GRAIN;
-}
-
-static void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  sl_pool *p = ud;
-  void *b;
-  if (!ptr) return nsize ? pool_get(p, nsize) : NULL;  /* osize is a type tag */
-  if (nsize == 0) {
-    pool_put(p, ptr, osize);
-    return NULL;
-  }
-  if (osize > POOL_MAX && nsize > POOL_MAX) return realloc(ptr, nsize);
-  if (osize <= POOL_MAX && nsize <= POOL_MAX && pool_class(osize) == pool_class(nsize))
-    return ptr;
-  if (!(b = pool_get(p, nsize))) return nsize < osize ? ptr : NULL;  /* ptr is big enough */
-  memcpy(b, ptr, osize < nsize ? osize : nsize);
-  pool_put(p, ptr, osize);
-  return b;
-}
-
-static void pool_free(sl_pool *p) {
-  size_t c;
-  for (c = 0; c < SL_POOL_CLASSES; c++)
-    while (p->lists[c]) {
-      void *b = p->lists[c];
-      p->lists[c] = *(void **)b;
-      free(b);
-    }
-  p->kept = 0;
-}
-
-/* lua_newstate leaves out what luaL_newstate adds: these behave as the stock
-   lua does. An error outside any protected call ends the process. */
-static int on_panic(lua_State *L) {
-  const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                   : "error object is not a string";
-  fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n", msg);
-  fflush(stderr);
-  return 0;
-}
-
-/* Warnings are off until warn("@on"); a message may come in pieces (tocont),
-   printed on one line. */
-static void on_warn(void *ud, const char *msg, int tocont) {
-  sl_runtime *rt = ud;
-  if (!rt->warn_cont && !tocont && msg[0] == '@') {  /* a control message */
-    if (strcmp(msg, "@on") == 0) rt->warn_on = 1;
-    else if (strcmp(msg, "@off") == 0) rt->warn_on = 0;
-    return;
-  }
-  if (!rt->warn_on) return;
-  if (!rt->warn_cont) fputs("Lua warning: ", stderr);
-  fputs(msg, stderr);
-  if (!tocont) fputs("\n", stderr);
-  fflush(stderr);
-  rt->warn_cont = (unsigned char)tocont;
-}
-
-int sl_runtime_init(sl_runtime *rt) {
-  memset(rt, 0, sizeof *rt);
-  sl_list_init(&rt->ready);
-  sl_list_init(&rt->tasks);
-  sl_list_init(&rt->streams);
-  sl_list_init(&rt->procs);
-  {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-      rt->fd_limit = rl.rlim_cur;
-  }
-  if (uv_loop_init(&rt->uv) != 0) return -1;
-  if (sl_loop_init(&rt->net, &rt->uv, sl_stream_on_done, sl_stream_on_socket) != 0) return -1;
-  uv_check_init(&rt->uv, &rt->check);
-  uv_idle_init(&rt->uv, &rt->idle);
-  uv_async_init(&rt->uv, &rt->wakeup, on_wakeup);
-  rt->check.data = rt->wakeup.data = rt;
-  uv_check_start(&rt->check, on_check);
-  {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    signal_rt = rt;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-  }
-  rt->L = lua_newstate(pool_alloc, &rt->pool);
-  if (!rt->L) return -1;
-  lua_atpanic(rt->L, on_panic);
-  lua_setwarnf(rt->L, on_warn, rt);
-  *(sl_runtime **)lua_getextraspace(rt->L) = rt;
-  return 0;
-}
-
-int sl_runtime_run(sl_runtime *rt, int nargs) {
-  lua_State *L = rt->L;
-  const char *busy = getenv("SLUICE_BUSY_POLL");
-  rt->main = sl_task_spawn(L, nargs);
-  lua_pop(L, 1);
-  if (busy && *busy && strcmp(busy, "0") != 0) {
-    /* Opt-in: never sleep in poll, so a packet costs no wake-up (about 45 us
-       per hop on a VM); spins one CPU for as long as the script runs. */
-    while (!rt->stopping && uv_run(&rt->uv, UV_RUN_NOWAIT) != 0) {
-    }
-  } else {
-    uv_run(&rt->uv, UV_RUN_DEFAULT);
-  }
-  return rt->exit_code;
-}
-
-/* Shutdown order: streams, Lua (its __gc frees streams and tasks), curl while
-   the loop exists, then the loop until every handle is closed. */
-void sl_runtime_close(sl_runtime *rt) {
-  signal_rt = NULL;  /* from here on a signal takes its default action */
-  sl_runtime_cancel_streams(rt, "shutdown");
-  if (rt->L) {
-    lua_close(rt->L);
-    rt->L = NULL;
-  }
-  pool_free(&rt->pool);
-  sl_loop_close(&rt->net);
-  sl_stdin_close(rt);
-  uv_close((uv_handle_t *)&rt->check, NULL);
-  uv_close((uv_handle_t *)&rt->idle, NULL);
-  uv_close((uv_handle_t *)&rt->wakeup, NULL);
-  uv_run(&rt->uv, UV_RUN_DEFAULT);
-  if (uv_loop_close(&rt->uv) != 0) {
-    uv_run(&rt->uv, UV_RUN_DEFAULT);
-    uv_loop_close(&rt->uv);
-  }
 }

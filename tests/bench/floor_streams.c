@@ -5,7 +5,7 @@
 **   floor_streams epoll URL N CHUNKS RATE   plain sockets, epoll and read():
 **                                           what the kernel alone costs
 **   floor_streams curl  URL N CHUNKS RATE   libcurl's multi interface driven
-**                                           by sluice's own bridge (src/loop.c)
+**                                           by sluice's own bridge (src/curlm.c)
 **                                           with a write callback that drops
 **                                           the data: sluice's transport, no
 **                                           Lua
@@ -28,7 +28,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "loop.h"  /* sluice's bridge, and libcurl through src/curl_dl.c */
+#include "curlm.h"  /* sluice's bridge, and libcurl through src/curl_dl.c */
 
 #define TAIL 7  /* "\r\n0\r\n\r\n": the last chunk of a chunked response */
 
@@ -102,17 +102,23 @@ static int run_epoll(const char *url, int n, const char *body) {
   return completed;
 }
 
-/* ---- sluice's own curl-multi bridge (src/loop.c), without Lua ------------ */
+/* ---- sluice's own curl-multi bridge (src/curlm.c), without Lua ----------- */
 
-static sl_loop net;
+static sl_curlm net;
 static int completed;
 
+typedef struct floor_transfer {
+  sl_transfer x;  /* first: the bridge hands back &x */
+  CURL *easy;
+} floor_transfer;
+
 /* Called once a transfer is over, after curl has returned (as for sluice). */
-static void on_done(void *priv, CURLcode result) {
-  CURL *e = priv;
+static void on_done(sl_transfer *x, CURLcode result) {
+  floor_transfer *t = (floor_transfer *)x;
   if (result == CURLE_OK) completed++;
-  sl_loop_remove(&net, e);
-  curl_easy_cleanup(e);
+  sl_curlm_remove(&net, t->easy);
+  curl_easy_cleanup(t->easy);
+  free(t);
 }
 
 static size_t drop(char *p, size_t size, size_t nmemb, void *ud) {
@@ -124,7 +130,7 @@ static int run_curl(const char *url, int n, const char *body) {
   char full[256], err[256];
   uv_loop_t *uv = uv_default_loop();
   struct curl_slist *h;
-  if (sl_loop_init(&net, uv, on_done, NULL) != 0 || sl_loop_ensure(&net, err, sizeof err) != 0) {
+  if (sl_curlm_init(&net, uv) != 0 || sl_curlm_ensure(&net, err, sizeof err) != 0) {
     fprintf(stderr, "floor_streams: %s\n", err);
     return -1;
   }
@@ -132,17 +138,22 @@ static int run_curl(const char *url, int n, const char *body) {
   snprintf(full, sizeof full, "%s/v1/chat/completions", url);
   for (int i = 0; i < n; i++) {
     CURL *e = curl_easy_init();
+    floor_transfer *t = calloc(1, sizeof *t);
+    t->x.on_done = on_done;
+    t->easy = e;
     curl_easy_setopt(e, CURLOPT_URL, full);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, drop);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, e);
     if (n >= 256) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 1024L);  /* as sluice */
-    sl_loop_add(&net, e);
+    if (sl_curlm_add(&net, e, &t->x, err, sizeof err) != 0) {
+      fprintf(stderr, "floor_streams: %s\n", err);
+      return -1;
+    }
   }
   uv_run(uv, UV_RUN_DEFAULT);
-  sl_loop_close(&net);
+  sl_curlm_close(&net);
   uv_run(uv, UV_RUN_DEFAULT);  /* the handles' close callbacks */
   curl_slist_free_all(h);
   return completed;

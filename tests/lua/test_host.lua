@@ -86,10 +86,16 @@ outer()]])))
   T.eq(code2, 1, "status")
 end)
 
-T.case("an error in a task that nobody joins is reported, not lost", function()
+T.case("unjoined failed task: reported, and the exit status is 1", function()
   local out, code = run([[-e 'local s = require "sluice"; s.spawn(function() error("lonely failure") end); s.sleep(0.01)']])
   T.contains(out, "lonely failure", "reported on stderr")
-  T.eq(code, 0, "the main script still succeeded")
+  T.contains(out, "never joined", "says nobody joined it")
+  T.eq(code, 1, "a failure nobody looked at makes the run fail")
+  -- joined (and handled) or cancelled: not a failure of the run
+  out, code = run([[-e 'local s = require "sluice"; local t = s.spawn(function() error("seen") end); assert(not t:join())']])
+  T.eq(code, 0, "a joined failure is the script's business")
+  out, code = run([[-e 'local s = require "sluice"; local t = s.spawn(s.sleep, 10); s.sleep(0.01); t:cancel()']])
+  T.eq(code, 0, "a cancelled task is no failure")
 end)
 
 T.done()

@@ -3,7 +3,7 @@
 ** (vLLM, llama.cpp, OpenAI) and refuse every chunk whose full decoding says
 ** more than its text, and unescape JSON strings exactly.
 */
-#include "chunk.h"
+#include "openai_chunk.h"
 #include "unit.h"
 
 static int simple(const char *json, const char *want) {

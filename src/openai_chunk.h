@@ -5,8 +5,8 @@
 ** is reported as "not simple" and the caller decodes the chunk fully. Pure
 ** bytes: no Lua, no allocation.
 */
-#ifndef SL_CHUNK_H
-#define SL_CHUNK_H
+#ifndef SL_OPENAI_CHUNK_H
+#define SL_OPENAI_CHUNK_H
 
 #include <stddef.h>
 

@@ -6,7 +6,7 @@
 */
 #include <string.h>
 
-#include "chunk.h"
+#include "openai_chunk.h"
 
 #define MAX_DEPTH 32
 

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "curlm.h"
@@ -164,20 +165,46 @@ static int cb_timeout(CURLM *multi, long timeout_ms, void *userp) {
 
 /* Every socket curl opens is made here, close-on-exec from the start (a child
    process holding a copy would keep a cancelled connection open), and
-   counted, so the runtime can say what it holds (sluice._census). */
+   remembered by its inode, so the runtime can say what it holds
+   (sluice._census). libcurl 7.88 closes a socket whose connect timed out
+   without calling cb_closesocket: the inode tells a live socket from a
+   closed one, or from another file that got its number since. */
 static curl_socket_t cb_opensocket(void *clientp, curlsocktype purpose,
                                    struct curl_sockaddr *a) {
   sl_curlm *m = clientp;
+  struct stat st;
   curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
   (void)purpose;
-  if (fd != CURL_SOCKET_BAD) m->sockets++;
+  if (fd < 0 || fstat(fd, &st) != 0) return fd;
+  if ((size_t)fd >= m->sock_cap) {
+    size_t cap = m->sock_cap ? m->sock_cap : 64;
+    unsigned long *p;
+    while (cap <= (size_t)fd) cap *= 2;
+    if (!(p = realloc(m->sock_ino, cap * sizeof *p))) return fd;  /* uncounted, not lost */
+    memset(p + m->sock_cap, 0, (cap - m->sock_cap) * sizeof *p);
+    m->sock_ino = p;
+    m->sock_cap = cap;
+  }
+  m->sock_ino[fd] = (unsigned long)st.st_ino;
   return fd;
 }
 
 static int cb_closesocket(void *clientp, curl_socket_t fd) {
   sl_curlm *m = clientp;
-  m->sockets--;
+  if (fd >= 0 && (size_t)fd < m->sock_cap) m->sock_ino[fd] = 0;
   return close(fd);
+}
+
+int sl_curlm_sockets(sl_curlm *m) {
+  size_t fd;
+  int n = 0;
+  for (fd = 0; fd < m->sock_cap; fd++) {
+    struct stat st;
+    if (!m->sock_ino[fd]) continue;
+    if (fstat((int)fd, &st) == 0 && (unsigned long)st.st_ino == m->sock_ino[fd]) n++;
+    else m->sock_ino[fd] = 0;  /* closed behind our back */
+  }
+  return n;
 }
 
 int sl_curlm_init(sl_curlm *m, uv_loop_t *uv) {
@@ -241,6 +268,9 @@ void sl_curlm_close(sl_curlm *m) {
     curl_multi_cleanup(m->multi);
     m->multi = NULL;
   }
+  free(m->sock_ino);
+  m->sock_ino = NULL;
+  m->sock_cap = 0;
   if (m->timer) {
     uv_timer_stop(m->timer);
     uv_close((uv_handle_t *)m->timer, free_handle);
@@ -255,12 +285,13 @@ void sl_curlm_close(sl_curlm *m) {
 }
 
 int sl_curlm_drop_idle(sl_curlm *m) {
-  int before = m->sockets;
+  int before;
   if (!m->multi || m->transfers > 0) return 0;
+  before = sl_curlm_sockets(m);
   curl_multi_cleanup(m->multi);  /* closes the kept-alive connections */
   m->multi = NULL;
   uv_timer_stop(m->timer);
-  return before - m->sockets;
+  return before - sl_curlm_sockets(m);
 }
 
 #define ESETOPT(opt, val)                                            \

@@ -26,7 +26,8 @@ typedef struct sl_curlm {
   uv_poll_t *poll;        /* watches epfd; heap-allocated, freed on close */
   int epfd;               /* an epoll set of the sockets curl watches */
   int watched;            /* sockets in it */
-  int sockets;            /* sockets curl has open (in use or kept alive) */
+  unsigned long *sock_ino; /* by fd: the inode of each socket curl opened */
+  size_t sock_cap;
   int transfers;          /* easy handles currently added */
   long max_connects;      /* the connection cache's size (CURLMOPT_MAXCONNECTS) */
   size_t queued_bytes;    /* what consumers of every transfer have not read yet */
@@ -48,5 +49,7 @@ void sl_curlm_kick(sl_curlm *m);
 /* Closes the connections kept alive for reuse, when no transfer is live.
    Returns how many sockets were closed. */
 int  sl_curlm_drop_idle(sl_curlm *m);
+/* How many sockets curl has open now (in use, or kept alive for reuse). */
+int  sl_curlm_sockets(sl_curlm *m);
 
 #endif

@@ -66,7 +66,7 @@ static void close_resources(sl_runtime *rt, const char *reason) {
 
 void sl_runtime_census(sl_runtime *rt, lua_State *L) {
   sl_list *n;
-  int tasks = 0, fds = rt->net.sockets;
+  int tasks = 0, sockets = sl_curlm_sockets(&rt->net), fds = sockets;
   for (n = rt->resources.next; n != &rt->resources; n = n->next) {
     sl_resource *r = sl_container_of(n, sl_resource, rt_node);
     lua_Integer count = lua_getfield(L, -1, r->type->name) == LUA_TNUMBER ? lua_tointeger(L, -1) : 0;
@@ -80,7 +80,7 @@ void sl_runtime_census(sl_runtime *rt, lua_State *L) {
   lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, fds);
   lua_setfield(L, -2, "fds");
-  lua_pushinteger(L, rt->net.sockets);
+  lua_pushinteger(L, sockets);
   lua_setfield(L, -2, "connections");
 }
 

@@ -116,9 +116,9 @@ sl_task *sl_task_current(lua_State *L, const char *what) {
   sl_task *t = rt->current;
   if (!t)
     luaL_error(L, "%s must be called from a sluice task", what);
-  if (t->co != L && !lua_isyieldable(L))
-    luaL_error(L, "%s cannot wait here (not yieldable: a metamethod or a C "
-                  "function is in the way)", what);
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s cannot wait here (not yieldable: a metamethod, require or "
+                  "another C function is in the way)", what);
   return t;
 }
 

@@ -1,6 +1,9 @@
 -- A small test library for Lua tests run by the sluice host against sluice-mock.
--- Each case runs in its own task; after each, no stream may be left open and
--- no socket of this process may still be connected to the mock.
+-- Each case runs in its own task. After each, the runtime's census (streams,
+-- fetches, children, timers, stdin watches, tasks, the descriptors it holds)
+-- and the process's open descriptors (/proc/self/fd) must be back to what
+-- they were before the case: nothing left behind (as luv's tests walk the
+-- loop after each case).
 local sluice = require "sluice"
 local cjson = require "cjson"
 
@@ -189,13 +192,58 @@ function T.assert_stopped(id, seen, stopped_at, interval)
   return rec
 end
 
+-- The runtime's census with the connections kept alive for reuse closed
+-- first (a case starts from none).
+local function census()
+  sluice._drop_connections()
+  return sluice._census()
+end
+
+-- What differs between two censuses, or nil.
+local function census_diff(a, b)
+  local keys, out = {}, {}
+  for k in pairs(a) do keys[#keys + 1] = k end
+  for k in pairs(b) do if a[k] == nil then keys[#keys + 1] = k end end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if a[k] ~= b[k] then out[#out + 1] = ("%s %s -> %s"):format(k, tostring(a[k]), tostring(b[k])) end
+  end
+  if #out > 0 then return table.concat(out, ", ") end
+end
+T.census, T.census_diff = census, census_diff
+
+-- After a case: back to the baseline. A killed child takes a moment to be
+-- reaped, a finished stream to be collected: wait for it, up to 3 s.
+local function left_behind(before)
+  local deadline, diff = sluice.now() + 3, nil
+  repeat
+    collectgarbage()
+    collectgarbage()
+    diff = census_diff(before, census())
+    if not diff then return nil end
+    sluice.sleep(0.01)
+  until sluice.now() > deadline
+  return diff
+end
+
+local first_case = true
+
 function T.case(name, fn)
+  if first_case then  -- the main task's own timer exists before the first baseline
+    first_case = false
+    sluice.sleep(0)
+  end
+  local before = census()
   local task = sluice.spawn(function()
     local ok, e = xpcall(fn, function(e) return debug.traceback(tostring(e), 2) end)
     if not ok then error(e, 0) end
   end)
   local ok, err = task:join()
-  collectgarbage()
+  task = nil
+  local leak = left_behind(before)
+  if ok and leak then
+    ok, err = false, "left behind: " .. leak
+  end
   if ok then
     passed = passed + 1
     print("ok - " .. name)

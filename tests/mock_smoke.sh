@@ -77,6 +77,26 @@ check "unknown path is 404 with an OpenAI error" \
 out=$(c -w '\n%{http_code}' "$CHAT" -d '{"messages": [')
 check "bad JSON body is 400" contains "$out" '"type":"invalid_request_error","code":400}}'$'\n''400'
 
+# ---- reading request bodies (jansson) ---------------------------------------
+
+out=$(c "$CHAT" -d '{"messages":[{"role":"user","content":"x"}],"mock":{"text":"caf\u00e9 \ud83d\ude00 \"q\"\/","tokens_per_sec":0}}')
+check "unicode and other escapes in a body string" \
+  contains "$out" '"content":"café 😀 \"q\"/"},'
+out=$(c "$CHAT" -H 'X-Mock: {"text":"\u00fcber","tokens_per_sec":0}' -d '{"messages":[]}')
+check "unicode escape in the X-Mock header" contains "$out" '"content":"über"},'
+out=$(c "$CHAT" -d '{"extra":{"a":{"b":[1,{"c":null},[true,false]]}},"messages":[{"role":"user","content":[{"type":"text","text":"one two"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"three"}]}],"max_tokens":1,"mock":{"tokens_per_sec":0}}')
+check "nested objects and arrays: content parts counted" contains "$out" '"usage":{"prompt_tokens":3,"completion_tokens":1,'
+for body in '{"messages":[]} x' '{"messages":[],}' '{"a":tru}' '{"a":"\x"}' '{"a":1' '' '[1,2]' '"str"' '{"mock":5}' '{"mock":{"text":"caf\u00"}}'; do
+  out=$(c -w '\n%{http_code}' "$CHAT" -d "$body")
+  check "malformed or non-object body is 400: $body" \
+    contains "$out" '"type":"invalid_request_error","code":400}}'$'\n''400'
+done
+out=$(c -w '\n%{http_code}' "$CHAT" -H 'X-Mock: {"text":' -d '{"messages":[]}')
+check "malformed X-Mock header is 400" contains "$out" 'the X-Mock header is not valid JSON'
+check "malformed X-Mock header: status" contains "$out" $'\n''400'
+out=$(c -w '\n%{http_code}' "$CHAT" -d '{"messages":[],"max_tokens":"5"}')
+check "max_tokens of the wrong type is 400" contains "$out" 'max_tokens must be a non-negative integer'
+
 # ---- generation ------------------------------------------------------------
 
 out=$(c "$CHAT" -H 'X-Request-Id: plain-1' -d '{"model":"m1","messages":[{"role":"user","content":"say five words"}],"max_tokens":5,"mock":{"tokens_per_sec":0}}')

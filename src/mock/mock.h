@@ -14,7 +14,7 @@
 #include <uv.h>
 
 #include "buf.h"
-#include "json.h"
+#include "escape.h"
 #include "stats.h"
 #include "text.h"
 

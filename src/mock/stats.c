@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "escape.h"
 #include "stats.h"
 
 static const char *const fault_names[] = {

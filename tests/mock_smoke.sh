@@ -36,22 +36,48 @@ contains() { [[ $1 == *"$2"* ]]; }
 lacks() { [[ $1 != *"$2"* ]]; }
 count() { grep -o -- "$2" <<<"$1" | wc -l | tr -d ' '; }
 
-"$MOCK" --port 0 --tokens-per-sec 50 >"$WORK/out" 2>"$WORK/err" &
+# started the one way every caller starts it
+"$MOCK" --port 0 --url-file "$WORK/url" --exit-with-parent --tokens-per-sec 50 \
+  >"$WORK/out" 2>"$WORK/err" &
 MOCK_PID=$!
 for _ in $(seq 100); do
-  grep -q 'listening on' "$WORK/out" 2>/dev/null && break
+  [[ -f $WORK/url ]] && break
+  kill -0 "$MOCK_PID" 2>/dev/null || break
   sleep 0.05
 done
-PORT=$(sed -n 's|^sluice-mock listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$WORK/out")
-if [[ -z $PORT ]]; then
-  echo "sluice-mock did not start:"
+BASE=$(cat "$WORK/url" 2>/dev/null || true)
+PORT=${BASE##*:}
+if [[ ! $BASE =~ ^http://127\.0\.0\.1:[0-9]+$ ]]; then
+  echo "sluice-mock did not start (url file: '$BASE'):"
   cat "$WORK/out" "$WORK/err"
   exit 1
 fi
-BASE=http://127.0.0.1:$PORT
 CHAT=$BASE/v1/chat/completions
 
 c() { curl -s --max-time 10 "$@" || true; }
+# A process exited: kill -0 fails, or it is a zombie (an orphan's zombie waits
+# for init, which may never reap it).
+exited() {
+  ! kill -0 "$1" 2>/dev/null || [[ $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) == [ZX] ]]
+}
+# wait_for SECONDS COMMAND...: polls until the command succeeds.
+wait_for() {
+  local tries=$(($1 * 20))
+  shift
+  for _ in $(seq "$tries"); do
+    "$@" && return 0
+    sleep 0.05
+  done
+  "$@"
+}
+
+# ---- starting: --url-file --------------------------------------------------
+
+# BASE matched as the whole file but its trailing newlines: exactly one is there
+check "url file: the base URL and a newline, nothing else" [ "$(wc -l <"$WORK/url")" = 1 ]
+check "url file: no .tmp left behind" [ ! -e "$WORK/url.tmp" ]
+check "stdout still says where it listens" [ "$(cat "$WORK/out")" = "sluice-mock listening on $BASE" ]
+
 # The /stats record of a request id (records hold no nested objects).
 record() { c "$BASE/stats" | grep -o "{\"id\":\"$1\"[^}]*}" || true; }
 # Polls until the record of $1 contains $2 (the mock notices at once; the
@@ -222,6 +248,56 @@ out=$(c "$BASE/stats")
 check "stats: counters" bash -c '[[ $1 =~ \"active\":0,\"connections_open\":1,\"connections_total\":[0-9]+\}$ ]]' _ "$out"
 check "stats: reset" [ "$(c -X POST "$BASE/stats/reset")" = '{"ok":true}' ]
 check "stats: empty after reset" contains "$(c "$BASE/stats")" '{"requests":[],'
+
+# ---- --exit-with-parent ----------------------------------------------------
+
+# a parent shell killed with -9 takes its mock with it, which shuts down cleanly
+bash -c '"$1" --port 0 --url-file "$2.url" --exit-with-parent >/dev/null 2>"$2.err" &
+  echo $! >"$2.pid"; wait' _ "$MOCK" "$WORK/child" &
+parent=$!
+wait_for 5 test -s "$WORK/child.url" || true
+child=$(cat "$WORK/child.pid" 2>/dev/null || echo 0)
+check "exit-with-parent: the mock runs, a child of the shell" bash -c \
+  '[[ -s $1 && $(sed "s/^.*) //" /proc/$2/stat | cut -d" " -f2) == "$3" ]]' _ "$WORK/child.url" "$child" "$parent"
+check "exit-with-parent: it serves" [ "$(c "$(cat "$WORK/child.url")/health")" = ok ]
+{ kill -9 "$parent"; wait "$parent"; } 2>/dev/null || true
+check "exit-with-parent: gone once the parent is killed -9" wait_for 5 exited "$child"
+check "exit-with-parent: a clean shutdown, as on SIGTERM" grep -q 'SIGTERM, shutting down' "$WORK/child.err"
+if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/child.err"; then
+  not_ok "exit-with-parent: no sanitizer reports" "$(head -20 "$WORK/child.err")"
+fi
+
+# without the flag, the same mock outlives its parent (the check above can fail)
+bash -c '"$1" --port 0 --url-file "$2.url" >/dev/null 2>&1 & echo $! >"$2.pid"; wait' \
+  _ "$MOCK" "$WORK/plain" &
+parent=$!
+wait_for 5 test -s "$WORK/plain.url" || true
+child=$(cat "$WORK/plain.pid" 2>/dev/null || echo 0)
+{ kill -9 "$parent"; wait "$parent"; } 2>/dev/null || true
+sleep 0.3
+if [[ $child != 0 ]] && ! exited "$child"; then
+  ok "without --exit-with-parent: the mock outlives its parent"
+else
+  not_ok "without --exit-with-parent: the mock outlives its parent"
+fi
+kill -TERM "$child" 2>/dev/null || true
+
+# a parent gone before the mock starts: an orphan exits at once; the shell in
+# between writes its pid, waits for its own parent to be gone, then execs
+(bash -c 'echo $$ >"$2.pid"; sleep 0.3
+  sed "s/^.*) //" /proc/$$/stat | cut -d" " -f2 >"$2.ppid"
+  exec "$1" --port 0 --url-file "$2.url" --exit-with-parent >/dev/null 2>"$2.err"' \
+  _ "$MOCK" "$WORK/orphan" &)
+wait_for 5 test -s "$WORK/orphan.ppid" || true
+child=$(cat "$WORK/orphan.pid" 2>/dev/null || echo 0)
+if [[ $(cat "$WORK/orphan.ppid" 2>/dev/null) == 1 ]]; then
+  check "exit-with-parent: started by an orphan, it exits at once" wait_for 5 exited "$child"
+  check "exit-with-parent: says why, never listens" bash -c \
+    'grep -q "the parent is gone" "$1.err" && [[ ! -e $1.url ]]' _ "$WORK/orphan"
+else
+  kill -TERM "$child" 2>/dev/null || true
+  echo "skip - orphans are adopted by a subreaper here, not by init"
+fi
 
 # ---- shutdown --------------------------------------------------------------
 

@@ -35,6 +35,8 @@ typedef struct mock_config {
   int quiet;
   int busy_poll;          /* --busy-poll: spin instead of sleeping in poll */
   int no_accept;          /* --no-accept: never accept (connects hang) */
+  int exit_with_parent;   /* --exit-with-parent: SIGTERM when the parent dies */
+  const char *url_file;   /* --url-file: where to write the base URL once listening */
 } mock_config;
 
 typedef struct mock_conn mock_conn;

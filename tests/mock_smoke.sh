@@ -244,6 +244,21 @@ check "reasoning before content" [ "$(grep -o '"delta":{"[a-z_]*"' <<<"$out" | t
 
 # ---- stats -----------------------------------------------------------------
 
+# recent_token_at: the send times of the last 4 tokens, oldest first
+field() { grep -o "\"$2\":\(\[[^]]*\]\|[^,]*\)" <<<"$1" | sed 's/^"[a-z_]*"://; s/^\[//; s/\]$//'; }
+c -N -o /dev/null "$CHAT" -H 'X-Request-Id: recent-6' -d '{"stream":true,"max_tokens":6,"mock":{"tokens_per_sec":100}}'
+c -N -o /dev/null "$CHAT" -H 'X-Request-Id: recent-2' -d '{"stream":true,"max_tokens":2,"mock":{"tokens_per_sec":100}}'
+c -o /dev/null "$CHAT" -H 'X-Request-Id: recent-0' -d '{"max_tokens":0}'
+r=$(record recent-6)
+recent=$(field "$r" recent_token_at)
+check "recent_token_at: 4 of 6 paced tokens, oldest first, the last is last_token_at" awk -v list="$recent" -v last="$(field "$r" last_token_at)" -v first="$(field "$r" first_token_at)" \
+  'BEGIN { n = split(list, t, ","); ok = n == 4 && t[4] == last && t[1] > first
+           for (i = 2; i <= n; i++) ok = ok && t[i] > t[i - 1]; exit !ok }'
+r=$(record recent-2)
+check "recent_token_at: both of 2 tokens" awk -v list="$(field "$r" recent_token_at)" -v first="$(field "$r" first_token_at)" -v last="$(field "$r" last_token_at)" \
+  'BEGIN { n = split(list, t, ","); exit !(n == 2 && t[1] == first && t[2] == last && t[2] > t[1]) }'
+check "recent_token_at: empty when no token was sent" contains "$(record recent-0)" '"recent_token_at":[],'
+
 out=$(c "$BASE/stats")
 check "stats: counters" bash -c '[[ $1 =~ \"active\":0,\"connections_open\":1,\"connections_total\":[0-9]+\}$ ]]' _ "$out"
 check "stats: reset" [ "$(c -X POST "$BASE/stats/reset")" = '{"ok":true}' ]

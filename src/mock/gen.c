@@ -312,12 +312,7 @@ static void pump(mock_gen *g) {
     step st = fill(g, base + MOCK_CHUNK_HEAD, MOCK_BLOCK_SIZE, now, &len, &items,
                    &keyword, &wake);
     mock_record *r = g->rec;
-    if (items) {
-      if (r->first_token_at == 0)
-        r->first_token_at = now;
-      r->last_token_at = now;
-      r->tokens_sent += items;
-    }
+    mock_record_tokens(r, now, items);
     if (keyword && r->keyword_at == 0)
       r->keyword_at = now;
     size_t off = MOCK_CHUNK_HEAD;
@@ -469,12 +464,9 @@ static void nonstream_fire(mock_gen *g) {
     mock_buf b;
     mock_buf_init(&b);
     nonstream_body(g, &b);
-    r->tokens_sent = g->total;
-    if (g->total) {
-      r->first_token_at = r->last_token_at = now;
-      if (g->call_count == 0 && g->keyword_index < g->content_count)
-        r->keyword_at = now;
-    }
+    mock_record_tokens(r, now, g->total);
+    if (g->total && g->call_count == 0 && g->keyword_index < g->content_count)
+      r->keyword_at = now;
     rc = mock_conn_respond(c, 200, "application/json", b.data, b.len, headers);
     mock_buf_free(&b);
     break;

@@ -242,6 +242,68 @@ out=$(c -N "$CHAT" -d '{"stream":true,"max_tokens":2,"mock":{"reasoning":"Hmm.",
 check "reasoning before content" [ "$(grep -o '"delta":{"[a-z_]*"' <<<"$out" | tr '\n' ' ')" = \
   '"delta":{"role" "delta":{"reasoning_content" "delta":{"reasoning_content" "delta":{"content" "delta":{"content" ' ]
 
+# ---- n choices -------------------------------------------------------------
+
+# "INDEX<TAB>TOKEN" per content chunk, in the order sent
+tokens_by_index() { sed -n '/"finish_reason":null/s/.*"choices":\[{"index":\([0-9]*\),\("delta":{"content"\|"text"\):"\([^"]*\)".*/\1	\3/p' <<<"$1"; }
+# the choices' texts, one line each, by index
+texts() { tokens_by_index "$1" | awk -F'\t' '{ t[$1] = t[$1] $2; if ($1 + 1 > n) n = $1 + 1 } END { for (i = 0; i < n; i++) print i ": " t[i] }'; }
+# "INDEX:REASON" per finish chunk, in the order sent
+finishes() { grep -o '"index":[0-9]*,[^]]*"finish_reason":"[a-z_]*"' <<<"$1" | sed 's/"index":\([0-9]*\),.*"finish_reason":"\([a-z_]*\)"/\1:\2/' | tr '\n' ' '; }
+
+out=$(c -N "$CHAT" -H 'X-Request-Id: n3' -d '{"n":3,"stream":true,"max_tokens":4,"stream_options":{"include_usage":true},"mock":{"tokens_per_sec":0}}')
+check "n=3: role chunks for choices 0, 1, 2 first" \
+  [ "$(head -5 <<<"$out" | grep -o '"index":[0-9]*,"delta":{"role"' | tr -d '\n')" = '"index":0,"delta":{"role""index":1,"delta":{"role""index":2,"delta":{"role"' ]
+check "n=3: one choice per chunk" [ "$(grep '^data: {' <<<"$out" | grep -c '"index":[0-9]*,.*"index":')" = 0 ]
+check "n=3: content chunks interleaved round robin" \
+  [ "$(tokens_by_index "$out" | cut -f1 | tr -d '\n')" = 012012012012 ]
+check "n=3: each choice its own text" [ "$(texts "$out" | cut -d: -f2- | sort -u | wc -l)" = 3 ]
+check "n=3: choice 0 is the text as with n=1, choice 1 starts a token later" \
+  [ "$(texts "$out" | head -2 | tr '\n' '|')" = '0: The old mill stood|1:  old mill stood where|' ]
+check "n=3: a finish chunk per choice, max_tokens cuts all" [ "$(finishes "$out")" = '0:length 1:length 2:length ' ]
+check "n=3: usage counts every choice's tokens" contains "$out" '"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":12,"total_tokens":12}}'
+check "n=3: /stats tokens_sent counts every choice" contains "$(record n3)" '"tokens_sent":12,'
+
+out=$(c -N "$CHAT" -d '{"n":2,"stream":true,"max_tokens":4,"mock":{"tokens_per_sec":0,"choice_tokens":[2,5]}}')
+check "choice_tokens: choices end apart, each with its own reason" [ "$(finishes "$out")" = '0:stop 1:length ' ]
+check "choice_tokens: choice 0 ends after 2 tokens, choice 1 goes on to 4" \
+  [ "$(grep -o '"index":[0-9]*,"delta":{[^}]*}' <<<"$out" | sed 's/"delta":{"\([a-z]*\)".*/\1/; s/"delta":{}/finish/; s/"index"://' | tr '\n' ' ')" = \
+    '0,role 1,role 0,content 1,content 0,content 1,content 0,finish 1,content 1,content 1,finish ' ]
+
+out=$(c "$CHAT" -d '{"n":2,"max_tokens":3,"mock":{"tokens_per_sec":0,"choice_tokens":[3,1]}}')
+check "n=2 non-streaming: a choices array, own texts and reasons, usage summed" contains "$out" \
+  '"choices":[{"index":0,"message":{"role":"assistant","content":"The old mill"},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":" old"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":0,"completion_tokens":4,"total_tokens":4}}'
+out=$(c "$BASE/v1/completions" -d '{"n":2,"prompt":"p","max_tokens":2,"mock":{"tokens_per_sec":0}}')
+check "n=2 completions, non-streaming" contains "$out" \
+  '"choices":[{"index":0,"text":"The old","logprobs":null,"finish_reason":"length"},{"index":1,"text":" old mill","logprobs":null,"finish_reason":"length"}]'
+out=$(c -N "$BASE/v1/completions" -d '{"n":2,"prompt":"p","stream":true,"max_tokens":2,"mock":{"tokens_per_sec":0}}')
+check "n=2 completions, streaming interleaved" [ "$(tokens_by_index "$out" | tr '\t\n' ':|')" = '0:The|1: old|0: old|1: mill|' ]
+check "n=2 completions, a finish per choice" [ "$(finishes "$out")" = '0:length 1:length ' ]
+
+out=$(c -N "$CHAT" -d '{"n":2,"stream":true,"max_tokens":3,"mock":{"tokens_per_sec":0,"keyword":" KW","keyword_at":1,"reasoning":"Hm."}}')
+check "n=2 with reasoning and a keyword: every choice has both" \
+  [ "$(grep -o '"index":[0-9]*,"delta":{"[a-z_]*":"[^"]*"' <<<"$out" | grep -v role | sed 's/"delta":{//; s/"index"://' | tr '\n' '|')" = \
+    '0,"reasoning_content":"Hm"|1,"reasoning_content":"Hm"|0,"reasoning_content":"."|1,"reasoning_content":"."|0,"content":"The"|1,"content":" old"|0,"content":" KW"|1,"content":" KW"|0,"content":" mill"|1,"content":" stood"|' ]
+
+set +e
+out=$(curl -s -N --max-time 10 "$CHAT" -d '{"n":2,"stream":true,"max_tokens":5,"mock":{"error_after":3,"tokens_per_sec":0}}')
+set -e
+check "n=2: fault positions count tokens over all choices" bash -c \
+  '[[ $(grep -c "\"delta\":{\"content\":" <<<"$1") == 3 && $(tail -1 <<<"$1") == *"mock error after 3 tokens"* ]]' _ "$out"
+
+a=$(c -N "$CHAT" -H 'X-Request-Id: same' -d '{"stream":true,"max_tokens":3,"stream_options":{"include_usage":true},"mock":{"tokens_per_sec":0,"tool_calls":[{"name":"f","arguments":"{\"x\": 1}"}]}}' | sed 's/"created":[0-9]*//')
+b=$(c -N "$CHAT" -H 'X-Request-Id: same' -d '{"n":1,"stream":true,"max_tokens":3,"stream_options":{"include_usage":true},"mock":{"tokens_per_sec":0,"tool_calls":[{"name":"f","arguments":"{\"x\": 1}"}]}}' | sed 's/"created":[0-9]*//')
+check "n=1 is the same stream as no n" [ -n "$a" -a "$a" = "$b" ]
+
+for n in 0 129 1.5 '"2"' -1 true; do
+  out=$(c -w '\n%{http_code}' "$CHAT" -d "{\"n\":$n,\"stream\":true}")
+  check "n=$n is a 400" contains "$out" 'n must be an integer from 1 to 128","type":"invalid_request_error","code":400}}'$'\n''400'
+done
+out=$(c -w '\n%{http_code}' "$CHAT" -d '{"n":2,"mock":{"choice_tokens":[1]}}')
+check "choice_tokens needs n entries" contains "$out" 'mock.choice_tokens must be an array of n non-negative integers'
+out=$(c -w '\n%{http_code}' "$CHAT" -d '{"n":2,"mock":{"choice_tokens":[1,-1]}}')
+check "choice_tokens entries are non-negative integers" contains "$out" $'\n''400'
+
 # ---- stats -----------------------------------------------------------------
 
 # recent_token_at: the send times of the last 4 tokens, oldest first

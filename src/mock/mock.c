@@ -33,7 +33,13 @@ static const char usage_text[] =
   "  --help                this text\n"
   "Prints \"sluice-mock listening on http://HOST:PORT\" once ready. The one way to\n"
   "start it from a script: sluice-mock --port 0 --url-file FILE --exit-with-parent\n"
-  "Per-request behaviour: a \"mock\" object in the body or an X-Mock header.\n";
+  "Per-request behaviour: a \"mock\" object in the body or an X-Mock header.\n"
+  "A request's n (1 to 128, default 1) asks for n choices: choice i's text starts i\n"
+  "tokens into the text, so no two are alike; a stream interleaves them round robin,\n"
+  "one choice per chunk (\"index\": i), each ending with its own finish chunk.\n"
+  "mock.choice_tokens [t0, t1, ...] (n entries) makes choice i t_i tokens long, ending\n"
+  "with \"stop\", or with \"length\" when max_tokens cuts it shorter. Pacing is per\n"
+  "choice; fault positions and usage count tokens over all choices.\n";
 
 static int bad_option(const char *name, const char *value) {
   fprintf(stderr, "sluice-mock: bad value for %s: %s\n%s", name, value ? value : "(none)",

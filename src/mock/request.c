@@ -184,7 +184,7 @@ static int read_tool_calls(const options *o, mock_gen *g) {
     call->first_item = item;
     item += 1 + call->fragments->count;
   }
-  g->content_count = item;
+  g->call_items = item;
   return 0;
 }
 
@@ -267,6 +267,47 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
 }
 
 /*
+** The choices' lengths and finish reasons. A choice is cut by max_tokens
+** ("length"); it ends on its own ("stop") at the end of mock.text, at its
+** mock.choice_tokens entry, or, with neither and no max_tokens in the request,
+** at the --max-tokens default. Returns -1 with a message in o->err.
+*/
+static int read_choices(const options *o, mock_gen *g, uint64_t max_tokens,
+                        int explicit_max) {
+  const json_t *lengths = opt(o, "choice_tokens");
+  if (lengths && (!json_is_array(lengths) || json_array_size(lengths) != g->n))
+    return bad(o, "choice_tokens", "an array of n non-negative integers, one per choice");
+  if (lengths && g->call_count)
+    return bad(o, "choice_tokens", "left out with mock.tool_calls");
+  g->choices = mock_xcalloc(g->n, sizeof *g->choices);
+  for (size_t i = 0; i < g->n; i++) {
+    mock_choice *ch = &g->choices[i];
+    uint64_t content;
+    if (g->call_count > 0) {
+      content = g->call_items;
+      ch->finish_reason = "tool_calls";
+    } else if (lengths) {
+      const json_t *v = json_array_get(lengths, i);
+      double x = json_number_value(v);
+      if (!json_is_number(v) || !(x >= 0) || x > 1e15 || floor(x) != x)
+        return bad(o, "choice_tokens", "an array of n non-negative integers, one per choice");
+      uint64_t want = (uint64_t)x;
+      content = want < max_tokens ? want : max_tokens;
+      ch->finish_reason = want > max_tokens ? "length" : "stop";
+    } else if (g->own_text) {
+      content = g->own_text->count < max_tokens ? g->own_text->count : max_tokens;
+      ch->finish_reason = g->own_text->count > max_tokens ? "length" : "stop";
+    } else {
+      content = max_tokens;
+      ch->finish_reason = explicit_max ? "length" : "stop";
+    }
+    ch->total = g->reasoning_count + content;
+    g->total += ch->total;
+  }
+  return 0;
+}
+
+/*
 ** Parses len bytes as a JSON object. Every value is accepted at first (so a
 ** number or a string is "not an object", not "not JSON"); numbers are read as
 ** doubles, and a \u0000 in a string is allowed. Returns the new reference or
@@ -340,22 +381,24 @@ static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
   }
   g->rec->max_tokens = max_tokens;
 
-  if (read_mock(&o, g, cfg) < 0)
-    goto out;
-
-  g->text = g->own_text ? g->own_text : c->server->tokens;
-  if (g->call_count > 0) {
-    g->finish_reason = "tool_calls";
-  } else if (g->own_text) {
-    g->content_count = g->own_text->count < max_tokens ? g->own_text->count : max_tokens;
-    g->finish_reason = g->own_text->count > max_tokens ? "length" : "stop";
-  } else {
-    g->content_count = max_tokens;
-    g->finish_reason = explicit_max ? "length" : "stop";
+  const json_t *n = get(root, "n");
+  g->n = 1;
+  if (n) {
+    double x = json_number_value(n);
+    if (!json_is_number(n) || floor(x) != x || !(x >= 1 && x <= MOCK_MAX_CHOICES)) {
+      snprintf(err, err_size, "n must be an integer from 1 to %d", MOCK_MAX_CHOICES);
+      goto out;
+    }
+    g->n = (size_t)x;
   }
-  g->total = g->reasoning_count + g->content_count;
+
+  if (read_mock(&o, g, cfg) < 0 || read_choices(&o, g, max_tokens, explicit_max) < 0)
+    goto out;
+  g->text = g->own_text ? g->own_text : c->server->tokens;
   if (!g->stream && g->total > MAX_NONSTREAM_ITEMS) {
-    snprintf(err, err_size, "max_tokens above %d needs \"stream\": true", MAX_NONSTREAM_ITEMS);
+    snprintf(err, err_size, g->n == 1 ? "max_tokens above %d needs \"stream\": true"
+                                      : "more than %d tokens over all choices need \"stream\": true",
+             MAX_NONSTREAM_ITEMS);
     goto out;
   }
   rc = 0;

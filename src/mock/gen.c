@@ -254,39 +254,37 @@ static step fill(mock_gen *g, char *dst, size_t cap, uint64_t now, size_t *out_l
     size_t choice = g->slot;
     uint64_t total = g->choices[choice].total;
     int ends = g->step == total;
-    if (g->step > total) {
-      next_slot(g); /* it ended in an earlier step */
-      continue;
-    }
-    if (!ends && g->ns_per_item > 0) {
-      uint64_t due = g->t_first + (uint64_t)((double)g->step * g->ns_per_item);
-      if (now < due) {
-        st = STEP_WAIT;
-        *wake = due;
-        break;
+    if (g->step <= total) { /* else it ended in an earlier step */
+      if (!ends && g->ns_per_item > 0) {
+        uint64_t due = g->t_first + (uint64_t)((double)g->step * g->ns_per_item);
+        if (now < due) {
+          st = STEP_WAIT;
+          *wake = due;
+          break;
+        }
       }
-    }
-    /* a chat stream opens with every choice's role chunk */
-    if (g->chat && g->roles_sent < g->n && !(ends && g->no_finish)) {
-      d = put_role(g, d, g->roles_sent++);
-      continue;
-    }
-    if (ends) {
-      if (!g->no_finish)
-        d = put_finish(g, d, choice);
-      g->finished++;
-    } else {
-      int was_keyword = *keyword;
-      d = put_item(g, d, choice, g->step, keyword);
-      g->emitted = k + 1;
-      (*items)++;
-      if (*keyword && !was_keyword && g->ns_per_item > 0) {
-        /* A paced stream that fell behind catches up in bursts, but never past
-           the keyword's step: the next step is due one interval after it, so
-           "tokens after the keyword" counts only what the client let the
-           server make. */
-        g->t_first = now - (uint64_t)((double)g->step * g->ns_per_item);
-        g->keyword_hold = 1;
+      /* a chat stream opens with every choice's role chunk */
+      if (g->chat && g->roles_sent < g->n && !(ends && g->no_finish)) {
+        d = put_role(g, d, g->roles_sent++);
+        continue;
+      }
+      if (ends) {
+        if (!g->no_finish)
+          d = put_finish(g, d, choice);
+        g->finished++;
+      } else {
+        int was_keyword = *keyword;
+        d = put_item(g, d, choice, g->step, keyword);
+        g->emitted = k + 1;
+        (*items)++;
+        if (*keyword && !was_keyword && g->ns_per_item > 0) {
+          /* A paced stream that fell behind catches up in bursts, but never
+             past the keyword's step: the next step is due one interval after
+             it, so "tokens after the keyword" counts only what the client let
+             the server make. */
+          g->t_first = now - (uint64_t)((double)g->step * g->ns_per_item);
+          g->keyword_hold = 1;
+        }
       }
     }
     if (next_slot(g) && g->keyword_hold) {

@@ -55,10 +55,6 @@ static const json_t *get(const json_t *object, const char *key) {
   return json_is_null(v) ? NULL : v;
 }
 
-static int is_true(const json_t *value) {
-  return json_is_true(value);
-}
-
 static const json_t *opt(const options *o, const char *key) {
   const json_t *v = get(o->header, key);
   return v ? v : get(o->body, key);
@@ -132,7 +128,8 @@ static uint64_t prompt_words(const json_t *root, int chat) {
   size_t i, k;
   const json_t *item, *part;
   if (chat) {
-    json_array_foreach(get(root, "messages"), i, item) {
+    const json_t *messages = get(root, "messages");
+    json_array_foreach(messages, i, item) {
       const json_t *content = get(item, "content");
       if (json_is_string(content))
         n += words(content);
@@ -352,11 +349,11 @@ static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
     goto out;
   }
 
-  g->stream = is_true(get(root, "stream"));
+  g->stream = json_is_true(get(root, "stream"));
   g->rec->stream = g->stream;
   const json_t *stream_options = get(root, "stream_options");
-  g->include_usage = is_true(get(stream_options, "include_usage"));
-  g->continuous_usage = is_true(get(stream_options, "continuous_usage_stats"));
+  g->include_usage = json_is_true(get(stream_options, "include_usage"));
+  g->continuous_usage = json_is_true(get(stream_options, "continuous_usage_stats"));
   g->prompt_tokens = prompt_words(root, g->chat);
 
   const json_t *model = get(root, "model");

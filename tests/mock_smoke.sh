@@ -36,22 +36,48 @@ contains() { [[ $1 == *"$2"* ]]; }
 lacks() { [[ $1 != *"$2"* ]]; }
 count() { grep -o -- "$2" <<<"$1" | wc -l | tr -d ' '; }
 
-"$MOCK" --port 0 --tokens-per-sec 50 >"$WORK/out" 2>"$WORK/err" &
+# started the one way every caller starts it
+"$MOCK" --port 0 --url-file "$WORK/url" --exit-with-parent --tokens-per-sec 50 \
+  >"$WORK/out" 2>"$WORK/err" &
 MOCK_PID=$!
 for _ in $(seq 100); do
-  grep -q 'listening on' "$WORK/out" 2>/dev/null && break
+  [[ -f $WORK/url ]] && break
+  kill -0 "$MOCK_PID" 2>/dev/null || break
   sleep 0.05
 done
-PORT=$(sed -n 's|^sluice-mock listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$WORK/out")
-if [[ -z $PORT ]]; then
-  echo "sluice-mock did not start:"
+BASE=$(cat "$WORK/url" 2>/dev/null || true)
+PORT=${BASE##*:}
+if [[ ! $BASE =~ ^http://127\.0\.0\.1:[0-9]+$ ]]; then
+  echo "sluice-mock did not start (url file: '$BASE'):"
   cat "$WORK/out" "$WORK/err"
   exit 1
 fi
-BASE=http://127.0.0.1:$PORT
 CHAT=$BASE/v1/chat/completions
 
 c() { curl -s --max-time 10 "$@" || true; }
+# A process exited: kill -0 fails, or it is a zombie (an orphan's zombie waits
+# for init, which may never reap it).
+exited() {
+  ! kill -0 "$1" 2>/dev/null || [[ $(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) == [ZX] ]]
+}
+# wait_for SECONDS COMMAND...: polls until the command succeeds.
+wait_for() {
+  local tries=$(($1 * 20))
+  shift
+  for _ in $(seq "$tries"); do
+    "$@" && return 0
+    sleep 0.05
+  done
+  "$@"
+}
+
+# ---- starting: --url-file --------------------------------------------------
+
+# BASE matched as the whole file but its trailing newlines: exactly one is there
+check "url file: the base URL and a newline, nothing else" [ "$(wc -l <"$WORK/url")" = 1 ]
+check "url file: no .tmp left behind" [ ! -e "$WORK/url.tmp" ]
+check "stdout still says where it listens" [ "$(cat "$WORK/out")" = "sluice-mock listening on $BASE" ]
+
 # The /stats record of a request id (records hold no nested objects).
 record() { c "$BASE/stats" | grep -o "{\"id\":\"$1\"[^}]*}" || true; }
 # Polls until the record of $1 contains $2 (the mock notices at once; the
@@ -76,6 +102,26 @@ check "unknown path is 404 with an OpenAI error" \
   contains "$out" '"type":"not_found_error","code":404}}'$'\n''404'
 out=$(c -w '\n%{http_code}' "$CHAT" -d '{"messages": [')
 check "bad JSON body is 400" contains "$out" '"type":"invalid_request_error","code":400}}'$'\n''400'
+
+# ---- reading request bodies (jansson) ---------------------------------------
+
+out=$(c "$CHAT" -d '{"messages":[{"role":"user","content":"x"}],"mock":{"text":"caf\u00e9 \ud83d\ude00 \"q\"\/","tokens_per_sec":0}}')
+check "unicode and other escapes in a body string" \
+  contains "$out" '"content":"café 😀 \"q\"/"},'
+out=$(c "$CHAT" -H 'X-Mock: {"text":"\u00fcber","tokens_per_sec":0}' -d '{"messages":[]}')
+check "unicode escape in the X-Mock header" contains "$out" '"content":"über"},'
+out=$(c "$CHAT" -d '{"extra":{"a":{"b":[1,{"c":null},[true,false]]}},"messages":[{"role":"user","content":[{"type":"text","text":"one two"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"three"}]}],"max_tokens":1,"mock":{"tokens_per_sec":0}}')
+check "nested objects and arrays: content parts counted" contains "$out" '"usage":{"prompt_tokens":3,"completion_tokens":1,'
+for body in '{"messages":[]} x' '{"messages":[],}' '{"a":tru}' '{"a":"\x"}' '{"a":1' '' '[1,2]' '"str"' '{"mock":5}' '{"mock":{"text":"caf\u00"}}'; do
+  out=$(c -w '\n%{http_code}' "$CHAT" -d "$body")
+  check "malformed or non-object body is 400: $body" \
+    contains "$out" '"type":"invalid_request_error","code":400}}'$'\n''400'
+done
+out=$(c -w '\n%{http_code}' "$CHAT" -H 'X-Mock: {"text":' -d '{"messages":[]}')
+check "malformed X-Mock header is 400" contains "$out" 'the X-Mock header is not valid JSON'
+check "malformed X-Mock header: status" contains "$out" $'\n''400'
+out=$(c -w '\n%{http_code}' "$CHAT" -d '{"messages":[],"max_tokens":"5"}')
+check "max_tokens of the wrong type is 400" contains "$out" 'max_tokens must be a non-negative integer'
 
 # ---- generation ------------------------------------------------------------
 
@@ -196,12 +242,139 @@ out=$(c -N "$CHAT" -d '{"stream":true,"max_tokens":2,"mock":{"reasoning":"Hmm.",
 check "reasoning before content" [ "$(grep -o '"delta":{"[a-z_]*"' <<<"$out" | tr '\n' ' ')" = \
   '"delta":{"role" "delta":{"reasoning_content" "delta":{"reasoning_content" "delta":{"content" "delta":{"content" ' ]
 
+# ---- n choices -------------------------------------------------------------
+
+# "INDEX<TAB>TOKEN" per content chunk, in the order sent
+tokens_by_index() { sed -n '/"finish_reason":null/s/.*"choices":\[{"index":\([0-9]*\),\("delta":{"content"\|"text"\):"\([^"]*\)".*/\1	\3/p' <<<"$1"; }
+# the choices' texts, one line each, by index
+texts() { tokens_by_index "$1" | awk -F'\t' '{ t[$1] = t[$1] $2; if ($1 + 1 > n) n = $1 + 1 } END { for (i = 0; i < n; i++) print i ": " t[i] }'; }
+# "INDEX:REASON" per finish chunk, in the order sent
+finishes() { grep -o '"index":[0-9]*,[^]]*"finish_reason":"[a-z_]*"' <<<"$1" | sed 's/"index":\([0-9]*\),.*"finish_reason":"\([a-z_]*\)"/\1:\2/' | tr '\n' ' '; }
+
+out=$(c -N "$CHAT" -H 'X-Request-Id: n3' -d '{"n":3,"stream":true,"max_tokens":4,"stream_options":{"include_usage":true},"mock":{"tokens_per_sec":0}}')
+check "n=3: role chunks for choices 0, 1, 2 first" \
+  [ "$(head -5 <<<"$out" | grep -o '"index":[0-9]*,"delta":{"role"' | tr -d '\n')" = '"index":0,"delta":{"role""index":1,"delta":{"role""index":2,"delta":{"role"' ]
+check "n=3: one choice per chunk" [ "$(grep '^data: {' <<<"$out" | grep -c '"index":[0-9]*,.*"index":')" = 0 ]
+check "n=3: content chunks interleaved round robin" \
+  [ "$(tokens_by_index "$out" | cut -f1 | tr -d '\n')" = 012012012012 ]
+check "n=3: each choice its own text" [ "$(texts "$out" | cut -d: -f2- | sort -u | wc -l)" = 3 ]
+check "n=3: choice 0 is the text as with n=1, choice 1 starts a token later" \
+  [ "$(texts "$out" | head -2 | tr '\n' '|')" = '0: The old mill stood|1:  old mill stood where|' ]
+check "n=3: a finish chunk per choice, max_tokens cuts all" [ "$(finishes "$out")" = '0:length 1:length 2:length ' ]
+check "n=3: usage counts every choice's tokens" contains "$out" '"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":12,"total_tokens":12}}'
+check "n=3: /stats tokens_sent counts every choice" contains "$(record n3)" '"tokens_sent":12,'
+
+out=$(c -N "$CHAT" -d '{"n":2,"stream":true,"max_tokens":4,"mock":{"tokens_per_sec":0,"choice_tokens":[2,5]}}')
+check "choice_tokens: choices end apart, each with its own reason" [ "$(finishes "$out")" = '0:stop 1:length ' ]
+check "choice_tokens: choice 0 ends after 2 tokens, choice 1 goes on to 4" \
+  [ "$(grep -o '"index":[0-9]*,"delta":{[^}]*}' <<<"$out" | sed 's/"delta":{"\([a-z]*\)".*/\1/; s/"delta":{}/finish/; s/"index"://' | tr '\n' ' ')" = \
+    '0,role 1,role 0,content 1,content 0,content 1,content 0,finish 1,content 1,content 1,finish ' ]
+
+out=$(c "$CHAT" -d '{"n":2,"max_tokens":3,"mock":{"tokens_per_sec":0,"choice_tokens":[3,1]}}')
+check "n=2 non-streaming: a choices array, own texts and reasons, usage summed" contains "$out" \
+  '"choices":[{"index":0,"message":{"role":"assistant","content":"The old mill"},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":" old"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":0,"completion_tokens":4,"total_tokens":4}}'
+out=$(c "$BASE/v1/completions" -d '{"n":2,"prompt":"p","max_tokens":2,"mock":{"tokens_per_sec":0}}')
+check "n=2 completions, non-streaming" contains "$out" \
+  '"choices":[{"index":0,"text":"The old","logprobs":null,"finish_reason":"length"},{"index":1,"text":" old mill","logprobs":null,"finish_reason":"length"}]'
+out=$(c -N "$BASE/v1/completions" -d '{"n":2,"prompt":"p","stream":true,"max_tokens":2,"mock":{"tokens_per_sec":0}}')
+check "n=2 completions, streaming interleaved" [ "$(tokens_by_index "$out" | tr '\t\n' ':|')" = '0:The|1: old|0: old|1: mill|' ]
+check "n=2 completions, a finish per choice" [ "$(finishes "$out")" = '0:length 1:length ' ]
+
+out=$(c -N "$CHAT" -d '{"n":2,"stream":true,"max_tokens":3,"mock":{"tokens_per_sec":0,"keyword":" KW","keyword_at":1,"reasoning":"Hm."}}')
+check "n=2 with reasoning and a keyword: every choice has both" \
+  [ "$(grep -o '"index":[0-9]*,"delta":{"[a-z_]*":"[^"]*"' <<<"$out" | grep -v role | sed 's/"delta":{//; s/"index"://' | tr '\n' '|')" = \
+    '0,"reasoning_content":"Hm"|1,"reasoning_content":"Hm"|0,"reasoning_content":"."|1,"reasoning_content":"."|0,"content":"The"|1,"content":" old"|0,"content":" KW"|1,"content":" KW"|0,"content":" mill"|1,"content":" stood"|' ]
+
+set +e
+out=$(curl -s -N --max-time 10 "$CHAT" -d '{"n":2,"stream":true,"max_tokens":5,"mock":{"error_after":3,"tokens_per_sec":0}}')
+set -e
+check "n=2: fault positions count tokens over all choices" bash -c \
+  '[[ $(grep -c "\"delta\":{\"content\":" <<<"$1") == 3 && $(tail -1 <<<"$1") == *"mock error after 3 tokens"* ]]' _ "$out"
+
+a=$(c -N "$CHAT" -H 'X-Request-Id: same' -d '{"stream":true,"max_tokens":3,"stream_options":{"include_usage":true},"mock":{"tokens_per_sec":0,"tool_calls":[{"name":"f","arguments":"{\"x\": 1}"}]}}' | sed 's/"created":[0-9]*//')
+b=$(c -N "$CHAT" -H 'X-Request-Id: same' -d '{"n":1,"stream":true,"max_tokens":3,"stream_options":{"include_usage":true},"mock":{"tokens_per_sec":0,"tool_calls":[{"name":"f","arguments":"{\"x\": 1}"}]}}' | sed 's/"created":[0-9]*//')
+check "n=1 is the same stream as no n" [ -n "$a" -a "$a" = "$b" ]
+
+for n in 0 129 1.5 '"2"' -1 true; do
+  out=$(c -w '\n%{http_code}' "$CHAT" -d "{\"n\":$n,\"stream\":true}")
+  check "n=$n is a 400" contains "$out" 'n must be an integer from 1 to 128","type":"invalid_request_error","code":400}}'$'\n''400'
+done
+out=$(c -w '\n%{http_code}' "$CHAT" -d '{"n":2,"mock":{"choice_tokens":[1]}}')
+check "choice_tokens needs n entries" contains "$out" 'mock.choice_tokens must be an array of n non-negative integers'
+out=$(c -w '\n%{http_code}' "$CHAT" -d '{"n":2,"mock":{"choice_tokens":[1,-1]}}')
+check "choice_tokens entries are non-negative integers" contains "$out" $'\n''400'
+
 # ---- stats -----------------------------------------------------------------
+
+# recent_token_at: the send times of the last 4 tokens, oldest first
+field() { grep -o "\"$2\":\(\[[^]]*\]\|[^,]*\)" <<<"$1" | sed 's/^"[a-z_]*"://; s/^\[//; s/\]$//'; }
+c -N -o /dev/null "$CHAT" -H 'X-Request-Id: recent-6' -d '{"stream":true,"max_tokens":6,"mock":{"tokens_per_sec":100}}'
+c -N -o /dev/null "$CHAT" -H 'X-Request-Id: recent-2' -d '{"stream":true,"max_tokens":2,"mock":{"tokens_per_sec":100}}'
+c -o /dev/null "$CHAT" -H 'X-Request-Id: recent-0' -d '{"max_tokens":0}'
+r=$(record recent-6)
+recent=$(field "$r" recent_token_at)
+check "recent_token_at: 4 of 6 paced tokens, oldest first, the last is last_token_at" awk -v list="$recent" -v last="$(field "$r" last_token_at)" -v first="$(field "$r" first_token_at)" \
+  'BEGIN { n = split(list, t, ","); ok = n == 4 && t[4] == last && t[1] > first
+           for (i = 2; i <= n; i++) ok = ok && t[i] > t[i - 1]; exit !ok }'
+r=$(record recent-2)
+check "recent_token_at: both of 2 tokens" awk -v list="$(field "$r" recent_token_at)" -v first="$(field "$r" first_token_at)" -v last="$(field "$r" last_token_at)" \
+  'BEGIN { n = split(list, t, ","); exit !(n == 2 && t[1] == first && t[2] == last && t[2] > t[1]) }'
+check "recent_token_at: empty when no token was sent" contains "$(record recent-0)" '"recent_token_at":[],'
 
 out=$(c "$BASE/stats")
 check "stats: counters" bash -c '[[ $1 =~ \"active\":0,\"connections_open\":1,\"connections_total\":[0-9]+\}$ ]]' _ "$out"
 check "stats: reset" [ "$(c -X POST "$BASE/stats/reset")" = '{"ok":true}' ]
 check "stats: empty after reset" contains "$(c "$BASE/stats")" '{"requests":[],'
+
+# ---- --exit-with-parent ----------------------------------------------------
+
+# a parent shell killed with -9 takes its mock with it, which shuts down cleanly
+bash -c '"$1" --port 0 --url-file "$2.url" --exit-with-parent >/dev/null 2>"$2.err" &
+  echo $! >"$2.pid"; wait' _ "$MOCK" "$WORK/child" &
+parent=$!
+wait_for 5 test -s "$WORK/child.url" || true
+child=$(cat "$WORK/child.pid" 2>/dev/null || echo 0)
+check "exit-with-parent: the mock runs, a child of the shell" bash -c \
+  '[[ -s $1 && $(sed "s/^.*) //" /proc/$2/stat | cut -d" " -f2) == "$3" ]]' _ "$WORK/child.url" "$child" "$parent"
+check "exit-with-parent: it serves" [ "$(c "$(cat "$WORK/child.url")/health")" = ok ]
+{ kill -9 "$parent"; wait "$parent"; } 2>/dev/null || true
+check "exit-with-parent: gone once the parent is killed -9" wait_for 5 exited "$child"
+check "exit-with-parent: a clean shutdown, as on SIGTERM" grep -q 'SIGTERM, shutting down' "$WORK/child.err"
+if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/child.err"; then
+  not_ok "exit-with-parent: no sanitizer reports" "$(head -20 "$WORK/child.err")"
+fi
+
+# without the flag, the same mock outlives its parent (the check above can fail)
+bash -c '"$1" --port 0 --url-file "$2.url" >/dev/null 2>&1 & echo $! >"$2.pid"; wait' \
+  _ "$MOCK" "$WORK/plain" &
+parent=$!
+wait_for 5 test -s "$WORK/plain.url" || true
+child=$(cat "$WORK/plain.pid" 2>/dev/null || echo 0)
+{ kill -9 "$parent"; wait "$parent"; } 2>/dev/null || true
+sleep 0.3
+if [[ $child != 0 ]] && ! exited "$child"; then
+  ok "without --exit-with-parent: the mock outlives its parent"
+else
+  not_ok "without --exit-with-parent: the mock outlives its parent"
+fi
+kill -TERM "$child" 2>/dev/null || true
+
+# a parent gone before the mock starts: an orphan exits at once; the shell in
+# between writes its pid, waits for its own parent to be gone, then execs
+(bash -c 'echo $$ >"$2.pid"; sleep 0.3
+  sed "s/^.*) //" /proc/$$/stat | cut -d" " -f2 >"$2.ppid"
+  exec "$1" --port 0 --url-file "$2.url" --exit-with-parent >/dev/null 2>"$2.err"' \
+  _ "$MOCK" "$WORK/orphan" &)
+wait_for 5 test -s "$WORK/orphan.ppid" || true
+child=$(cat "$WORK/orphan.pid" 2>/dev/null || echo 0)
+if [[ $(cat "$WORK/orphan.ppid" 2>/dev/null) == 1 ]]; then
+  check "exit-with-parent: started by an orphan, it exits at once" wait_for 5 exited "$child"
+  check "exit-with-parent: says why, never listens" bash -c \
+    'grep -q "the parent is gone" "$1.err" && [[ ! -e $1.url ]]' _ "$WORK/orphan"
+else
+  kill -TERM "$child" 2>/dev/null || true
+  echo "skip - orphans are adopted by a subreaper here, not by init"
+fi
 
 # ---- shutdown --------------------------------------------------------------
 

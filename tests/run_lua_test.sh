@@ -5,7 +5,7 @@
 set -u
 sluice=$(realpath "$1") mock=$(realpath "$2") test=$(realpath "$3")
 dir=$(mktemp -d)
-"$mock" --port 0 --quiet >"$dir/out" 2>"$dir/log" &
+"$mock" --port 0 --url-file "$dir/url" --exit-with-parent --quiet >/dev/null 2>"$dir/log" &
 mock_pid=$!
 status=1
 cleanup() {
@@ -23,8 +23,8 @@ cleanup() {
 trap cleanup EXIT
 url=
 for _ in $(seq 1 200); do
-  url=$(grep -o 'http://[0-9.]*:[0-9]*' "$dir/out" 2>/dev/null | head -n 1)
-  [ -n "$url" ] && break
+  [ -f "$dir/url" ] && url=$(cat "$dir/url") && break
+  kill -0 "$mock_pid" 2>/dev/null || break
   sleep 0.025
 done
 if [ -z "$url" ]; then

@@ -25,11 +25,6 @@ local function read_file(path)
   return s
 end
 
-local function self_pid()
-  local stat = read_file("/proc/self/stat") or ""
-  return tonumber(stat:match("^(%d+)")) or 0
-end
-
 -- The sluice-mock binary: beside the running sluice, else $SLUICE_MOCK_BIN,
 -- else whatever PATH finds.
 function mock.binary()
@@ -47,15 +42,28 @@ local function fetch_json(url, method)
   return cjson.decode(res.body)
 end
 
+-- Whether process pid (a child of ours, not reaped yet) is still running.
+local function running(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  return stat ~= nil and not stat:match("^%d+ %b() [ZX]")
+end
+
 -- mock.start{tokens_per_sec=, ttft=, max_tokens=, model=, text_file=, ...}
--- -> server: starts sluice-mock on a free port in the background (each option
--- becomes --option-name value, true a bare flag; cpu = N pins it to CPU N
--- with taskset). server.url is its base URL (".../v1"), server.root without;
--- server.stats(), server.record(id), server.reset(), server.stop(). The mock
--- is stopped when server.stop() is called or the script ends.
+-- -> server: starts sluice-mock on a free port (each option becomes
+-- --option-name value, true a bare flag; cpu = N pins it to CPU N with
+-- taskset). server.url is its base URL (".../v1"), server.root without;
+-- server.pid, server.log_file, server.stats(), server.record(id),
+-- server.reset(), server.log(), server.stop(). The mock is stopped by
+-- server.stop(), when the handle is collected or the script ends; and, being
+-- our direct child started with --exit-with-parent, when this process dies
+-- however it dies (kill -9 included).
 function mock.start(opts)
-  local args = { shell_quote(mock.binary()), "--port 0" }
-  if opts and opts.cpu then table.insert(args, 1, "taskset -c " .. math.tointeger(opts.cpu)) end
+  local args = { "exec" }
+  if opts and opts.cpu then args[#args + 1] = "taskset -c " .. math.tointeger(opts.cpu) end
+  local tmp = os.tmpname()
+  local url_file, log = tmp .. ".url", tmp .. ".log"
+  args[#args + 1] = shell_quote(mock.binary())
+  args[#args + 1] = "--port 0 --url-file " .. shell_quote(url_file) .. " --exit-with-parent"
   for k, v in pairs(opts or {}) do
     if k == "cpu" then  -- not a flag of the mock's
     elseif v == true then
@@ -64,37 +72,37 @@ function mock.start(opts)
       args[#args + 1] = "--" .. k:gsub("_", "-") .. " " .. shell_quote(v)
     end
   end
-  local tmp = os.tmpname()
-  local out, log, pidfile, wpidfile = tmp .. ".out", tmp .. ".log", tmp .. ".pid", tmp .. ".wpid"
-  -- A watchdog subshell starts the mock and kills it once this process is
-  -- gone, however it ended (os.exit and signals skip finalizers).
-  local cmd = ("(%s </dev/null >%s 2>%s & echo $! >%s; " ..
-               "while kill -0 %d 2>/dev/null; do sleep 0.5; done; kill $(cat %s) 2>/dev/null) " ..
-               "</dev/null >/dev/null 2>&1 & echo $! >%s"):format(
-    table.concat(args, " "), shell_quote(out), shell_quote(log), shell_quote(pidfile),
-    self_pid(), shell_quote(pidfile), shell_quote(wpidfile))
-  if not os.execute(cmd) then error("cannot start sluice-mock", 2) end
-  local watchdog = tonumber((read_file(wpidfile) or ""):match("%d+"))
-  local server = { log_file = log }
+  -- The shell prints its pid and execs (taskset, which execs) the mock: the
+  -- pid stays the mock's, and the mock is our child, so closing the popen
+  -- handle reaps it.
+  local cmd = ("echo $$; %s </dev/null >/dev/null 2>%s"):format(table.concat(args, " "),
+                                                               shell_quote(log))
+  local proc = io.popen(cmd, "r")
+  if not proc then
+    os.remove(tmp)
+    error("cannot start sluice-mock", 2)
+  end
+  local pid = math.tointeger(tonumber(proc:read("l")))
+  local server = { log_file = log, pid = pid }
   local stopped = false
 
   function server.stop()
     if stopped then return end
     stopped = true
-    local pid = server.pid or tonumber((read_file(pidfile) or ""):match("%d+"))
-    if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
-    if watchdog then os.execute("kill " .. watchdog .. " 2>/dev/null") end
-    for _, f in ipairs { tmp, out, pidfile, wpidfile, log } do os.remove(f) end
+    if pid and running(pid) then os.execute("kill -TERM " .. pid .. " 2>/dev/null") end
+    proc:close()  -- waits for the mock to exit
+    for _, f in ipairs { tmp, url_file, url_file .. ".tmp", log } do os.remove(f) end
   end
   -- stops the mock when the handle is collected or the script ends
   server.sentinel = setmetatable({}, { __gc = server.stop })
 
   local deadline = sluice.now() + 5
   local root
-  repeat
-    root = (read_file(out) or ""):match("listening on (http://[%d%.]+:%d+)")
-    if not root then sluice.sleep(0.01) end
-  until root or sluice.now() > deadline
+  while pid do
+    root = (read_file(url_file) or ""):match("^(http://%S+)\n")
+    if root or not running(pid) or sluice.now() > deadline then break end
+    sluice.sleep(0.01)
+  end
   if not root then
     local why = read_file(log) or ""
     server.stop()
@@ -102,7 +110,6 @@ function mock.start(opts)
   end
   server.root = root
   server.url = root .. "/v1"
-  server.pid = tonumber((read_file(pidfile) or ""):match("%d+"))
 
   function server.stats() return fetch_json(root .. "/stats") end
   function server.reset() return fetch_json(root .. "/stats/reset", "POST") end

@@ -300,7 +300,7 @@ static void route_stats(mock_conn *c) {
   mock_server *s = c->server;
   mock_buf b;
   mock_buf_init(&b);
-  mock_buf_reserve(&b, 480 * s->stats.count + 128);
+  mock_buf_reserve(&b, 576 * s->stats.count + 128);
   mock_buf_puts(&b, "{\"requests\":[");
   mock_stats_render(&s->stats, &b);
   mock_buf_printf(&b, "],\"active\":%llu,\"connections_open\":%llu,"

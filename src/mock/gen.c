@@ -52,11 +52,19 @@ static char *end_event(const mock_gen *g, char *d, uint64_t completion) {
   return put(d, g->event_end, g->event_end_len);
 }
 
-static char *put_delta(const mock_gen *g, char *d, const char *open, size_t open_len,
-                       const char *tok, size_t tok_len, const char *close,
+/* {"index":i, */
+static char *put_index(char *d, size_t choice) {
+  d = put(d, LIT("{\"index\":"));
+  d += mock_format_u64(d, choice);
+  return put(d, ",", 1);
+}
+
+static char *put_delta(const mock_gen *g, char *d, size_t choice, const char *open,
+                       size_t open_len, const char *tok, size_t tok_len, const char *close,
                        size_t close_len, uint64_t completion) {
   d = put(d, g->head.data, g->head.len);
-  d = put(d, LIT("{\"index\":0,\"delta\":{"));
+  d = put_index(d, choice);
+  d = put(d, LIT("\"delta\":{"));
   d = put(d, open, open_len);
   d = put(d, tok, tok_len);
   d = put(d, close, close_len);
@@ -64,24 +72,37 @@ static char *put_delta(const mock_gen *g, char *d, const char *open, size_t open
   return end_event(g, d, completion);
 }
 
-static char *put_role(const mock_gen *g, char *d) {
-  return put_delta(g, d, LIT("\"role\":\"assistant\",\"content\":\"\""), "", 0, "", 0, 0);
+static char *put_role(const mock_gen *g, char *d, size_t choice) {
+  return put_delta(g, d, choice, LIT("\"role\":\"assistant\",\"content\":\"\""), "", 0, "", 0, 0);
 }
 
-static char *put_item(mock_gen *g, char *d, uint64_t k, int *keyword) {
+/* Content token j of a choice: the text from token `choice` on, or the keyword. */
+static const char *content_token(const mock_gen *g, size_t choice, uint64_t j, size_t *len) {
+  if (j == g->keyword_index && g->keyword) {
+    *len = g->keyword_len;
+    return g->keyword;
+  }
+  return mock_token(g->text, j + choice, len);
+}
+
+/* Item k of a choice; the completion count it reports is one more than emitted. */
+static char *put_item(mock_gen *g, char *d, size_t choice, uint64_t k, int *keyword) {
   const char *tok;
   size_t len;
+  uint64_t completion = g->emitted + 1;
   if (k < g->reasoning_count) {
     tok = mock_token(g->reasoning, k, &len);
-    return put_delta(g, d, LIT("\"reasoning_content\":\""), tok, len, LIT("\""), k + 1);
+    return put_delta(g, d, choice, LIT("\"reasoning_content\":\""), tok, len, LIT("\""),
+                     completion);
   }
   uint64_t j = k - g->reasoning_count;
   if (g->call_count > 0) {
-    while (g->call_cursor + 1 < g->call_count && g->calls[g->call_cursor + 1].first_item <= j)
-      g->call_cursor++;
-    const mock_tool_call *call = &g->calls[g->call_cursor];
+    size_t *cursor = &g->choices[choice].call_cursor;
+    while (*cursor + 1 < g->call_count && g->calls[*cursor + 1].first_item <= j)
+      (*cursor)++;
+    const mock_tool_call *call = &g->calls[*cursor];
     char index[24];
-    size_t index_len = mock_format_u64(index, g->call_cursor);
+    size_t index_len = mock_format_u64(index, *cursor);
     char open[320];
     char *o = put(open, LIT("\"tool_calls\":[{\"index\":"));
     o = put(o, index, index_len);
@@ -89,51 +110,45 @@ static char *put_item(mock_gen *g, char *d, uint64_t k, int *keyword) {
       o = put(o, LIT(",\"id\":\"call_"));
       o = put(o, index, index_len);
       o = put(o, LIT("\",\"type\":\"function\",\"function\":{\"name\":\""));
-      d = put_delta(g, d, open, (size_t)(o - open), call->name, call->name_len,
-                    LIT("\",\"arguments\":\"\"}}]"), k + 1);
+      d = put_delta(g, d, choice, open, (size_t)(o - open), call->name, call->name_len,
+                    LIT("\",\"arguments\":\"\"}}]"), completion);
     } else {
       o = put(o, LIT(",\"function\":{\"arguments\":\""));
       tok = mock_token(call->fragments, j - call->first_item - 1, &len);
-      d = put_delta(g, d, open, (size_t)(o - open), tok, len, LIT("\"}}]"), k + 1);
+      d = put_delta(g, d, choice, open, (size_t)(o - open), tok, len, LIT("\"}}]"),
+                    completion);
     }
     return d;
   }
-  if (j == g->keyword_index) {
+  if (j == g->keyword_index)
     *keyword = 1;
-    if (g->keyword) {
-      tok = g->keyword;
-      len = g->keyword_len;
-    } else {
-      tok = mock_token(g->text, j, &len);
-    }
-  } else {
-    tok = mock_token(g->text, j, &len);
-  }
-  d = put(d, g->content_open.data, g->content_open.len);
+  tok = content_token(g, choice, j, &len);
+  const mock_buf *open = &g->choices[choice].content_open;
+  d = put(d, open->data, open->len);
   d = put(d, tok, len);
   d = put(d, g->content_close.data, g->content_close.len);
   if (g->continuous_usage)
-    return end_event(g, d, k + 1);
+    return end_event(g, d, completion);
   d = put(d, "}", 1);
   return put(d, g->event_end, g->event_end_len);
 }
 
-/* The finish chunk, the usage chunk and [DONE], as configured. */
-static char *put_finish(mock_gen *g, char *d) {
-  if (g->no_finish)
-    return d;
-  if (g->chat && !g->role_sent) {
-    d = put_role(g, d);
-    g->role_sent = 1;
-  }
+/* A choice's finish chunk. */
+static char *put_finish(mock_gen *g, char *d, size_t choice) {
   d = put(d, g->head.data, g->head.len);
+  d = put_index(d, choice);
   if (g->chat)
-    d = put(d, LIT("{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\""));
+    d = put(d, LIT("\"delta\":{},\"logprobs\":null,\"finish_reason\":\""));
   else
-    d = put(d, LIT("{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\""));
-  d = put(d, g->finish_reason, strlen(g->finish_reason));
+    d = put(d, LIT("\"text\":\"\",\"logprobs\":null,\"finish_reason\":\""));
+  const char *reason = g->choices[choice].finish_reason;
+  d = put(d, reason, strlen(reason));
   d = put(d, LIT("\"}]"));
-  d = end_event(g, d, g->emitted);
+  return end_event(g, d, g->emitted);
+}
+
+/* After every choice's finish: the usage chunk and [DONE], as configured. */
+static char *put_tail(mock_gen *g, char *d) {
   if (g->include_usage) {
     d = put(d, g->head.data, g->head.len);
     d = put(d, "]", 1);
@@ -164,9 +179,19 @@ static char *put_error(mock_gen *g, char *d, int as_event) {
 
 /* ---- the item sequence ------------------------------------------------ */
 
+/* Moves to the next choice of the step; returns 1 when a new step begins. */
+static int next_slot(mock_gen *g) {
+  if (++g->slot < g->n)
+    return 0;
+  g->slot = 0;
+  g->step++;
+  return 1;
+}
+
 /*
 ** Writes what is due at now into dst (at most cap bytes). A fault at
-** position N fires once N items are out, without waiting for item N's time.
+** position N fires once N items are out, without waiting for item N's time;
+** a finish chunk goes out without waiting either.
 */
 static step fill(mock_gen *g, char *dst, size_t cap, uint64_t now, size_t *out_len,
                  uint32_t *items, int *keyword, uint64_t *wake) {
@@ -220,31 +245,50 @@ static step fill(mock_gen *g, char *dst, size_t cap, uint64_t now, size_t *out_l
       g->phase = PHASE_STALL;
       continue;
     }
-    if (k == g->total) {
-      d = put_finish(g, d);
+    if (g->finished == g->n) {
+      if (!g->no_finish)
+        d = put_tail(g, d);
       st = STEP_DONE;
       break;
     }
-    if (g->ns_per_item > 0) {
-      uint64_t due = g->t_first + (uint64_t)((double)k * g->ns_per_item);
-      if (now < due) {
-        st = STEP_WAIT;
-        *wake = due;
-        break;
+    size_t choice = g->slot;
+    uint64_t total = g->choices[choice].total;
+    int ends = g->step == total;
+    if (g->step <= total) { /* else it ended in an earlier step */
+      if (!ends && g->ns_per_item > 0) {
+        uint64_t due = g->t_first + (uint64_t)((double)g->step * g->ns_per_item);
+        if (now < due) {
+          st = STEP_WAIT;
+          *wake = due;
+          break;
+        }
+      }
+      /* a chat stream opens with every choice's role chunk */
+      if (g->chat && g->roles_sent < g->n && !(ends && g->no_finish)) {
+        d = put_role(g, d, g->roles_sent++);
+        continue;
+      }
+      if (ends) {
+        if (!g->no_finish)
+          d = put_finish(g, d, choice);
+        g->finished++;
+      } else {
+        int was_keyword = *keyword;
+        d = put_item(g, d, choice, g->step, keyword);
+        g->emitted = k + 1;
+        (*items)++;
+        if (*keyword && !was_keyword && g->ns_per_item > 0) {
+          /* A paced stream that fell behind catches up in bursts, but never
+             past the keyword's step: the next step is due one interval after
+             it, so "tokens after the keyword" counts only what the client let
+             the server make. */
+          g->t_first = now - (uint64_t)((double)g->step * g->ns_per_item);
+          g->keyword_hold = 1;
+        }
       }
     }
-    if (g->chat && !g->role_sent) {
-      d = put_role(g, d);
-      g->role_sent = 1;
-    }
-    d = put_item(g, d, k, keyword);
-    g->emitted = k + 1;
-    (*items)++;
-    if (*keyword && g->ns_per_item > 0) {
-      /* A paced stream that fell behind catches up in bursts, but never past
-         the keyword: the next token is due one interval after it, so "tokens
-         after the keyword" counts only what the client let the server make. */
-      g->t_first = now - (uint64_t)((double)k * g->ns_per_item);
+    if (next_slot(g) && g->keyword_hold) {
+      g->keyword_hold = 0;
       st = STEP_WAIT;
       *wake = now + (uint64_t)g->ns_per_item;
       break;
@@ -312,12 +356,7 @@ static void pump(mock_gen *g) {
     step st = fill(g, base + MOCK_CHUNK_HEAD, MOCK_BLOCK_SIZE, now, &len, &items,
                    &keyword, &wake);
     mock_record *r = g->rec;
-    if (items) {
-      if (r->first_token_at == 0)
-        r->first_token_at = now;
-      r->last_token_at = now;
-      r->tokens_sent += items;
-    }
+    mock_record_tokens(r, now, items);
     if (keyword && r->keyword_at == 0)
       r->keyword_at = now;
     size_t off = MOCK_CHUNK_HEAD;
@@ -364,18 +403,51 @@ void mock_gen_on_drain(mock_gen *g) {
 
 /* ---- non-streaming ---------------------------------------------------- */
 
-static void append_items(mock_gen *g, mock_buf *b, uint64_t from, uint64_t to) {
-  for (uint64_t j = from; j < to; j++) {
+static void append_content(mock_gen *g, mock_buf *b, size_t choice) {
+  uint64_t count = g->choices[choice].total - g->reasoning_count;
+  for (uint64_t j = 0; j < count; j++) {
     size_t len;
-    const char *tok;
-    if (j == g->keyword_index && g->keyword) {
-      tok = g->keyword;
-      len = g->keyword_len;
-    } else {
-      tok = mock_token(g->text, j, &len);
-    }
+    const char *tok = content_token(g, choice, j, &len);
     mock_buf_append(b, tok, len);
   }
+}
+
+static void append_message(mock_gen *g, mock_buf *b, size_t choice) {
+  mock_buf_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
+  if (g->call_count) {
+    mock_buf_puts(b, "null");
+  } else {
+    mock_buf_puts(b, "\"");
+    append_content(g, b, choice);
+    mock_buf_puts(b, "\"");
+  }
+  if (g->reasoning) {
+    mock_buf_puts(b, ",\"reasoning_content\":\"");
+    for (uint64_t k = 0; k < g->reasoning_count; k++) {
+      size_t len;
+      const char *tok = mock_token(g->reasoning, k, &len);
+      mock_buf_append(b, tok, len);
+    }
+    mock_buf_puts(b, "\"");
+  }
+  if (g->call_count) {
+    mock_buf_puts(b, ",\"tool_calls\":[");
+    for (size_t i = 0; i < g->call_count; i++) {
+      const mock_tool_call *call = &g->calls[i];
+      mock_buf_printf(b, "%s{\"id\":\"call_%zu\",\"type\":\"function\",\"function\":"
+                      "{\"name\":\"", i ? "," : "", i);
+      mock_buf_append(b, call->name, call->name_len);
+      mock_buf_puts(b, "\",\"arguments\":\"");
+      for (size_t k = 0; k < call->fragments->count; k++) {
+        size_t len;
+        const char *tok = mock_token(call->fragments, k, &len);
+        mock_buf_append(b, tok, len);
+      }
+      mock_buf_puts(b, "\"}}");
+    }
+    mock_buf_puts(b, "]");
+  }
+  mock_buf_puts(b, "}");
 }
 
 static void nonstream_body(mock_gen *g, mock_buf *b) {
@@ -385,54 +457,45 @@ static void nonstream_body(mock_gen *g, mock_buf *b) {
   mock_buf_printf(b, "\",\"object\":\"%s\",\"created\":%lld,\"model\":\"",
                   g->chat ? "chat.completion" : "text_completion", (long long)g->created);
   mock_buf_append(b, g->model, g->model_len);
-  mock_buf_puts(b, "\",\"choices\":[{\"index\":0,");
-  if (!g->chat) {
-    mock_buf_puts(b, "\"text\":\"");
-    append_items(g, b, 0, g->content_count);
-    mock_buf_puts(b, "\"");
-  } else {
-    mock_buf_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
-    if (g->call_count) {
-      mock_buf_puts(b, "null");
+  mock_buf_puts(b, "\",\"choices\":[");
+  for (size_t i = 0; i < g->n; i++) {
+    mock_buf_printf(b, "%s{\"index\":%zu,", i ? "," : "", i);
+    if (g->chat) {
+      append_message(g, b, i);
     } else {
-      mock_buf_puts(b, "\"");
-      append_items(g, b, 0, g->content_count);
-      mock_buf_puts(b, "\"");
-    }
-    if (g->reasoning) {
-      mock_buf_puts(b, ",\"reasoning_content\":\"");
-      for (uint64_t k = 0; k < g->reasoning_count; k++) {
-        size_t len;
-        const char *tok = mock_token(g->reasoning, k, &len);
-        mock_buf_append(b, tok, len);
-      }
+      mock_buf_puts(b, "\"text\":\"");
+      append_content(g, b, i);
       mock_buf_puts(b, "\"");
     }
-    if (g->call_count) {
-      mock_buf_puts(b, ",\"tool_calls\":[");
-      for (size_t i = 0; i < g->call_count; i++) {
-        const mock_tool_call *call = &g->calls[i];
-        mock_buf_printf(b, "%s{\"id\":\"call_%zu\",\"type\":\"function\",\"function\":"
-                        "{\"name\":\"", i ? "," : "", i);
-        mock_buf_append(b, call->name, call->name_len);
-        mock_buf_puts(b, "\",\"arguments\":\"");
-        for (size_t k = 0; k < call->fragments->count; k++) {
-          size_t len;
-          const char *tok = mock_token(call->fragments, k, &len);
-          mock_buf_append(b, tok, len);
-        }
-        mock_buf_puts(b, "\"}}");
-      }
-      mock_buf_puts(b, "]");
-    }
-    mock_buf_puts(b, "}");
+    mock_buf_printf(b, ",\"logprobs\":null,\"finish_reason\":\"%s\"}",
+                    g->choices[i].finish_reason);
   }
-  mock_buf_printf(b, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],\"usage\":"
-                  "{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,"
+  mock_buf_printf(b, "],\"usage\":{\"prompt_tokens\":%llu,\"completion_tokens\":%llu,"
                   "\"total_tokens\":%llu}}",
-                  g->finish_reason, (unsigned long long)g->prompt_tokens,
-                  (unsigned long long)g->total,
+                  (unsigned long long)g->prompt_tokens, (unsigned long long)g->total,
                   (unsigned long long)(g->prompt_tokens + g->total));
+}
+
+/*
+** The steps it takes to send p items (each step sends one item of every
+** choice that has one left): the least s with sum over choices of
+** min(total, s) >= p. For n = 1 that is p.
+*/
+static uint64_t steps_for(const mock_gen *g, uint64_t p) {
+  uint64_t lo = 0, hi = 0;
+  for (size_t i = 0; i < g->n; i++)
+    if (g->choices[i].total > hi)
+      hi = g->choices[i].total;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2, sent = 0;
+    for (size_t i = 0; i < g->n; i++)
+      sent += g->choices[i].total < mid ? g->choices[i].total : mid;
+    if (sent >= p)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
 }
 
 /* Where a non-streaming request stops, and how: the first fault, or the end. */
@@ -469,12 +532,10 @@ static void nonstream_fire(mock_gen *g) {
     mock_buf b;
     mock_buf_init(&b);
     nonstream_body(g, &b);
-    r->tokens_sent = g->total;
-    if (g->total) {
-      r->first_token_at = r->last_token_at = now;
-      if (g->call_count == 0 && g->keyword_index < g->content_count)
+    mock_record_tokens(r, now, g->total);
+    for (size_t i = 0; i < g->n && g->call_count == 0; i++)
+      if (g->keyword_index < g->choices[i].total - g->reasoning_count)
         r->keyword_at = now;
-    }
     rc = mock_conn_respond(c, 200, "application/json", b.data, b.len, headers);
     mock_buf_free(&b);
     break;
@@ -548,16 +609,16 @@ static void build_pieces(mock_gen *g) {
                   (long long)g->created);
   mock_buf_append(h, g->model, g->model_len);
   mock_buf_puts(h, "\",\"choices\":[");
-  mock_buf_init(&g->content_open);
-  mock_buf_append(&g->content_open, h->data, h->len);
-  mock_buf_init(&g->content_close);
-  if (g->chat) {
-    mock_buf_puts(&g->content_open, "{\"index\":0,\"delta\":{\"content\":\"");
-    mock_buf_puts(&g->content_close, "\"},\"logprobs\":null,\"finish_reason\":null}]");
-  } else {
-    mock_buf_puts(&g->content_open, "{\"index\":0,\"text\":\"");
-    mock_buf_puts(&g->content_close, "\",\"logprobs\":null,\"finish_reason\":null}]");
+  for (size_t i = 0; i < g->n; i++) {
+    mock_buf *open = &g->choices[i].content_open;
+    mock_buf_init(open);
+    mock_buf_append(open, h->data, h->len);
+    mock_buf_printf(open, g->chat ? "{\"index\":%zu,\"delta\":{\"content\":\""
+                                  : "{\"index\":%zu,\"text\":\"", i);
   }
+  mock_buf_init(&g->content_close);
+  mock_buf_puts(&g->content_close, g->chat ? "\"},\"logprobs\":null,\"finish_reason\":null}]"
+                                           : "\",\"logprobs\":null,\"finish_reason\":null}]");
   g->event_end = g->ndjson ? "\n" : "\n\n";
   g->event_end_len = g->ndjson ? 1 : 2;
   g->max_item = max_item_size(g);
@@ -577,7 +638,8 @@ void mock_gen_begin(mock_gen *g) {
     nonstream_plan(g);
     if (g->nonstream_action != NONSTREAM_STALL)
       uv_timer_start(&c->timer, mock_gen_on_timer,
-                     (g->ttft_ns + (uint64_t)((double)g->nonstream_at * g->ns_per_item) +
+                     (g->ttft_ns +
+                      (uint64_t)((double)steps_for(g, g->nonstream_at) * g->ns_per_item) +
                       999999) / 1000000, 0);
     return;
   }
@@ -618,7 +680,9 @@ void mock_gen_free(mock_gen *g) {
   free(g->error_message);
   free(g->model);
   mock_buf_free(&g->head);
-  mock_buf_free(&g->content_open);
+  for (size_t i = 0; g->choices && i < g->n; i++)
+    mock_buf_free(&g->choices[i].content_open);
+  free(g->choices);
   mock_buf_free(&g->content_close);
   mock_record_unref(g->rec);
   free(g);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "mock.h"
 
@@ -23,9 +25,21 @@ static const char usage_text[] =
   "  --quiet               no per-request log lines (aborts are always logged)\n"
   "  --busy-poll           never sleep in the event loop: spins a CPU, for latency benchmarks\n"
   "  --no-accept           listen but never accept, so connects hang (connect-timeout tests)\n"
+  "  --url-file FILE       once listening, write the base URL (http://HOST:PORT and a\n"
+  "                        newline) to FILE.tmp and rename it to FILE, so a reader that\n"
+  "                        sees FILE sees the whole URL\n"
+  "  --exit-with-parent    shut down (as on SIGTERM) when the process that started this\n"
+  "                        one dies; exit at once if it is already gone (Linux only)\n"
   "  --help                this text\n"
-  "Prints \"sluice-mock listening on http://HOST:PORT\" once ready.\n"
-  "Per-request behaviour: a \"mock\" object in the body or an X-Mock header.\n";
+  "Prints \"sluice-mock listening on http://HOST:PORT\" once ready. The one way to\n"
+  "start it from a script: sluice-mock --port 0 --url-file FILE --exit-with-parent\n"
+  "Per-request behaviour: a \"mock\" object in the body or an X-Mock header.\n"
+  "A request's n (1 to 128, default 1) asks for n choices: choice i's text starts i\n"
+  "tokens into the text, so no two are alike; a stream interleaves them round robin,\n"
+  "one choice per chunk (\"index\": i), each ending with its own finish chunk.\n"
+  "mock.choice_tokens [t0, t1, ...] (n entries) makes choice i t_i tokens long, ending\n"
+  "with \"stop\", or with \"length\" when max_tokens cuts it shorter. Pacing is per\n"
+  "choice; fault positions and usage count tokens over all choices.\n";
 
 static int bad_option(const char *name, const char *value) {
   fprintf(stderr, "sluice-mock: bad value for %s: %s\n%s", name, value ? value : "(none)",
@@ -68,6 +82,10 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
       cfg->no_accept = 1;
       continue;
     }
+    if (strcmp(arg, "--exit-with-parent") == 0) {
+      cfg->exit_with_parent = 1;
+      continue;
+    }
     char *eq = strchr(arg, '=');
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
     if (len >= sizeof name) {
@@ -100,6 +118,10 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
       if (parse_number(name, value, 0, 1e15, &v) < 0 || v != (double)(uint64_t)v)
         return bad_option(name, value);
       cfg->max_tokens = (uint64_t)v;
+    } else if (strcmp(name, "--url-file") == 0) {
+      if (value == NULL || *value == '\0')
+        return bad_option(name, value);
+      cfg->url_file = value;
     } else if (strcmp(name, "--model") == 0) {
       if (value == NULL || *value == '\0' || strlen(value) > 256)
         return bad_option(name, value);
@@ -178,6 +200,27 @@ static void on_signal(uv_signal_t *h, int signum) {
   server_stop(s);
 }
 
+/* Written whole to FILE.tmp, then renamed: a reader never sees half a URL. */
+static int write_url_file(const char *path, const char *url) {
+  size_t len = strlen(path);
+  char *tmp = mock_xmalloc(len + 5);
+  memcpy(tmp, path, len);
+  memcpy(tmp + len, ".tmp", 5);
+  FILE *f = fopen(tmp, "w");
+  int ok = f != NULL;
+  if (ok) {
+    ok = fprintf(f, "%s\n", url) > 0;
+    ok = fclose(f) == 0 && ok;
+    ok = ok && rename(tmp, path) == 0;
+  }
+  if (!ok) {
+    fprintf(stderr, "sluice-mock: cannot write --url-file %s: %s\n", path, strerror(errno));
+    remove(tmp);
+  }
+  free(tmp);
+  return ok ? 0 : -1;
+}
+
 static int listen_on(mock_server *s) {
   union {
     struct sockaddr sa;
@@ -209,9 +252,14 @@ static int listen_on(mock_server *s) {
   int len = sizeof addr;
   uv_tcp_getsockname(&s->listener, &addr.sa, &len);
   int port = ntohs(addr.sa.sa_family == AF_INET6 ? addr.in6.sin6_port : addr.in4.sin_port);
-  const char *fmt = addr.sa.sa_family == AF_INET6 ? "sluice-mock listening on http://[%s]:%d\n"
-                                                  : "sluice-mock listening on http://%s:%d\n";
-  printf(fmt, cfg->host, port);
+  char url[320];
+  snprintf(url, sizeof url, addr.sa.sa_family == AF_INET6 ? "http://[%s]:%d" : "http://%s:%d",
+           cfg->host, port);
+  if (cfg->url_file && write_url_file(cfg->url_file, url) < 0) {
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    return -1;
+  }
+  printf("sluice-mock listening on %s\n", url);
   fflush(stdout);
   return 0;
 }
@@ -227,11 +275,33 @@ static void free_server(mock_server *s) {
   free(s);
 }
 
+/*
+** --exit-with-parent: the kernel sends SIGTERM when the parent dies, and the
+** SIGTERM handler shuts down as usual. A parent that died before prctl took
+** effect left this process to init (or a subreaper): getppid() has changed,
+** or was 1 from the start (so a mock run by init itself exits too).
+*/
+static int follow_parent(pid_t parent) {
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
+    fprintf(stderr, "sluice-mock: --exit-with-parent: prctl: %s\n", strerror(errno));
+    return -1;
+  }
+  if (parent == 1 || getppid() != parent) {
+    fprintf(stderr, "sluice-mock: --exit-with-parent: the parent is gone\n");
+    return -1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  mock_config cfg = {"127.0.0.1", 0, 50, 0, NULL, 200, "mock-model", 0, 0, 0};
+  pid_t parent = getppid();
+  mock_config cfg = {.host = "127.0.0.1", .tokens_per_sec = 50, .max_tokens = 200,
+                     .model = "mock-model"};
   int rc = parse_args(argc, argv, &cfg);
   if (rc != 0)
     return rc > 0 ? 0 : 2;
+  if (cfg.exit_with_parent && follow_parent(parent) < 0)
+    return 1;
 
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();

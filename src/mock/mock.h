@@ -14,7 +14,7 @@
 #include <uv.h>
 
 #include "buf.h"
-#include "json.h"
+#include "escape.h"
 #include "stats.h"
 #include "text.h"
 
@@ -23,6 +23,7 @@
 #define MOCK_CHUNK_HEAD 10               /* room for "ffffffff\r\n" */
 #define MOCK_PACED_QUEUE_LIMIT (64u * 1024)
 #define MOCK_NONE UINT64_MAX             /* an unset token position */
+#define MOCK_MAX_CHOICES 128             /* the largest n a request may ask for */
 
 typedef struct mock_config {
   const char *host;
@@ -35,6 +36,8 @@ typedef struct mock_config {
   int quiet;
   int busy_poll;          /* --busy-poll: spin instead of sleeping in poll */
   int no_accept;          /* --no-accept: never accept (connects hang) */
+  int exit_with_parent;   /* --exit-with-parent: SIGTERM when the parent dies */
+  const char *url_file;   /* --url-file: where to write the base URL once listening */
 } mock_config;
 
 typedef struct mock_conn mock_conn;
@@ -110,6 +113,24 @@ typedef struct mock_tool_call {
   uint64_t first_item;          /* item index of its header delta */
 } mock_tool_call;
 
+/*
+** One of the n choices. Choice i's text is the generation's text from token i
+** on, so the choices differ; each has its own length and finish reason.
+*/
+typedef struct mock_choice {
+  uint64_t total;               /* its items: reasoning, then content or tool deltas */
+  const char *finish_reason;
+  mock_buf content_open;        /* chunk head + this choice up to the token */
+  size_t call_cursor;           /* the tool call its next delta belongs to */
+} mock_choice;
+
+/*
+** Streaming interleaves the choices round robin, one choice per chunk: step s
+** holds item s of every choice that has one (in index order), and a choice's
+** finish chunk takes its place in the step after its last item. Steps are
+** paced (tokens_per_sec is each choice's pace); faults count items over all
+** choices.
+*/
 struct mock_gen {
   mock_conn *conn;
   mock_server *server;
@@ -119,7 +140,10 @@ struct mock_gen {
   double ns_per_item;
   uint64_t t_headers, t_first, ttft_ns;
   /* items: reasoning tokens, then content tokens or tool-call deltas */
-  uint64_t reasoning_count, content_count, total;
+  uint64_t reasoning_count, call_items;
+  uint64_t total;               /* items over all choices */
+  mock_choice *choices;
+  size_t n;
   const mock_tokens *text;
   mock_tokens *own_text, *reasoning;
   mock_tool_call *calls;
@@ -132,7 +156,6 @@ struct mock_gen {
   int malformed_done, ping_only, no_done, no_finish;
   int include_usage, continuous_usage;
   uint64_t ping_ns, next_ping;
-  const char *finish_reason;
   uint64_t prompt_tokens;
   char *model;                  /* escaped, as the client named it */
   size_t model_len;
@@ -144,15 +167,15 @@ struct mock_gen {
   double retry_after;
   /* pre-formatted pieces of a chunk */
   mock_buf head;                /* [data: ]{"id":..,"choices":[ */
-  mock_buf content_open;        /* head + choice up to the token */
   mock_buf content_close;       /* after the token up to the choices' ']' */
   const char *event_end;        /* "\n\n" or "\n" */
   size_t event_end_len;
   size_t max_item;
   /* progress */
-  int phase, role_sent, blocked, nonstream_action;
+  int phase, blocked, nonstream_action, keyword_hold;
   uint64_t emitted, nonstream_at;
-  size_t call_cursor;
+  uint64_t step;                /* the step being written */
+  size_t slot, finished, roles_sent;  /* choice within the step; choices ended; role chunks out */
 };
 
 /* conn.c */

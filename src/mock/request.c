@@ -1,12 +1,15 @@
 /*
 ** A generation request: the body's OpenAI fields and the "mock" overrides
 ** (body field or X-Mock header, the header winning per key) become a
-** mock_gen, or an error answer. Every request gets a stats record.
+** mock_gen, or an error answer. Every request gets a stats record. Bodies
+** and the header are read with jansson.
 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "mock.h"
 
@@ -15,7 +18,7 @@
 #define MAX_NONSTREAM_ITEMS 1000000
 
 typedef struct options {
-  const mock_json *header, *body;   /* the two "mock" objects, either may be NULL */
+  const json_t *header, *body;      /* the two "mock" objects, either may be NULL */
   char *err;
   size_t err_size;
 } options;
@@ -46,11 +49,15 @@ void mock_request_log(mock_server *s, const mock_record *r) {
 
 /* ---- reading options -------------------------------------------------- */
 
-static const mock_json *opt(const options *o, const char *key) {
-  const mock_json *v = mock_json_get(o->header, key);
-  if (v == NULL || v->type == MOCK_JSON_NULL)
-    v = mock_json_get(o->body, key);
-  return v && v->type != MOCK_JSON_NULL ? v : NULL;
+/* A member of an object, NULL when absent, null, or not an object at all. */
+static const json_t *get(const json_t *object, const char *key) {
+  const json_t *v = json_is_object(object) ? json_object_get(object, key) : NULL;
+  return json_is_null(v) ? NULL : v;
+}
+
+static const json_t *opt(const options *o, const char *key) {
+  const json_t *v = get(o->header, key);
+  return v ? v : get(o->body, key);
 }
 
 static int bad(const options *o, const char *key, const char *what) {
@@ -60,45 +67,46 @@ static int bad(const options *o, const char *key, const char *what) {
 
 /* A non-negative integer option; MOCK_NONE when absent. */
 static int opt_count(const options *o, const char *key, uint64_t *out) {
-  const mock_json *v = opt(o, key);
+  const json_t *v = opt(o, key);
   *out = MOCK_NONE;
   if (v == NULL)
     return 0;
-  if (v->type != MOCK_JSON_NUMBER || !(v->number >= 0) || v->number > 9007199254740992.0 ||
-      floor(v->number) != v->number)
+  double x = json_number_value(v);
+  if (!json_is_number(v) || !(x >= 0) || x > 9007199254740992.0 || floor(x) != x)
     return bad(o, key, "a non-negative integer");
-  *out = (uint64_t)v->number;
+  *out = (uint64_t)x;
   return 0;
 }
 
 static int opt_number(const options *o, const char *key, double *out, double dflt) {
-  const mock_json *v = opt(o, key);
+  const json_t *v = opt(o, key);
   *out = dflt;
   if (v == NULL)
     return 0;
-  if (v->type != MOCK_JSON_NUMBER || !(v->number >= 0) || !isfinite(v->number))
+  double x = json_number_value(v);
+  if (!json_is_number(v) || !(x >= 0) || !isfinite(x))
     return bad(o, key, "a non-negative number");
-  *out = v->number;
+  *out = x;
   return 0;
 }
 
 static int opt_bool(const options *o, const char *key, int *out) {
-  const mock_json *v = opt(o, key);
+  const json_t *v = opt(o, key);
   *out = 0;
   if (v == NULL)
     return 0;
-  if (v->type != MOCK_JSON_TRUE && v->type != MOCK_JSON_FALSE)
+  if (!json_is_boolean(v))
     return bad(o, key, "true or false");
-  *out = v->type == MOCK_JSON_TRUE;
+  *out = json_is_true(v);
   return 0;
 }
 
-static int opt_string(const options *o, const char *key, const mock_json **out) {
-  const mock_json *v = opt(o, key);
+static int opt_string(const options *o, const char *key, const json_t **out) {
+  const json_t *v = opt(o, key);
   *out = NULL;
   if (v == NULL)
     return 0;
-  if (v->type != MOCK_JSON_STRING)
+  if (!json_is_string(v))
     return bad(o, key, "a string");
   *out = v;
   return 0;
@@ -111,69 +119,76 @@ static char *escape(const char *s, size_t len, size_t *out_len) {
   return e;
 }
 
-static uint64_t prompt_words(const mock_json *root, int chat) {
+static uint64_t words(const json_t *string) {
+  return mock_count_words(json_string_value(string), json_string_length(string));
+}
+
+static uint64_t prompt_words(const json_t *root, int chat) {
   uint64_t n = 0;
+  size_t i, k;
+  const json_t *item, *part;
   if (chat) {
-    const mock_json *messages = mock_json_get(root, "messages");
-    if (messages == NULL || messages->type != MOCK_JSON_ARRAY)
-      return 0;
-    for (const mock_json *m = messages->child; m; m = m->next) {
-      const mock_json *content = mock_json_get(m, "content");
-      if (content && content->type == MOCK_JSON_STRING)
-        n += mock_count_words(content->string, content->length);
-      else if (content && content->type == MOCK_JSON_ARRAY)
-        for (const mock_json *part = content->child; part; part = part->next) {
-          const mock_json *text = mock_json_get(part, "text");
-          if (text && text->type == MOCK_JSON_STRING)
-            n += mock_count_words(text->string, text->length);
+    const json_t *messages = get(root, "messages");
+    json_array_foreach(messages, i, item) {
+      const json_t *content = get(item, "content");
+      if (json_is_string(content))
+        n += words(content);
+      else
+        json_array_foreach(content, k, part) {
+          const json_t *text = get(part, "text");
+          if (json_is_string(text))
+            n += words(text);
         }
     }
     return n;
   }
-  const mock_json *prompt = mock_json_get(root, "prompt");
-  if (prompt && prompt->type == MOCK_JSON_STRING)
-    return mock_count_words(prompt->string, prompt->length);
-  if (prompt && prompt->type == MOCK_JSON_ARRAY)
-    for (const mock_json *p = prompt->child; p; p = p->next) {
-      if (p->type == MOCK_JSON_STRING)
-        n += mock_count_words(p->string, p->length);
-      else if (p->type == MOCK_JSON_NUMBER)
-        n++; /* a prompt of token ids */
-      else if (p->type == MOCK_JSON_ARRAY)
-        n += p->count;
-    }
+  const json_t *prompt = get(root, "prompt");
+  if (json_is_string(prompt))
+    return words(prompt);
+  json_array_foreach(prompt, i, item) {
+    if (json_is_string(item))
+      n += words(item);
+    else if (json_is_number(item))
+      n++; /* a prompt of token ids */
+    else if (json_is_array(item))
+      n += json_array_size(item);
+  }
   return n;
 }
 
 static int read_tool_calls(const options *o, mock_gen *g) {
-  const mock_json *calls = opt(o, "tool_calls");
+  const json_t *calls = opt(o, "tool_calls");
   if (calls == NULL)
     return 0;
-  if (calls->type != MOCK_JSON_ARRAY)
+  if (!json_is_array(calls))
     return bad(o, "tool_calls", "an array of {\"name\":..., \"arguments\":...}");
-  g->calls = mock_xcalloc(calls->count, sizeof *g->calls);
+  g->calls = mock_xcalloc(json_array_size(calls), sizeof *g->calls);
   uint64_t item = 0;
-  for (const mock_json *c = calls->child; c; c = c->next) {
-    const mock_json *name = mock_json_get(c, "name");
-    const mock_json *args = mock_json_get(c, "arguments");
-    if (c->type != MOCK_JSON_OBJECT || name == NULL || name->type != MOCK_JSON_STRING ||
-        name->length > MAX_NAME || (args && args->type != MOCK_JSON_STRING))
+  size_t i;
+  const json_t *c;
+  json_array_foreach(calls, i, c) {
+    const json_t *name = get(c, "name");
+    /* "arguments": null is a mistake, not "no arguments" */
+    const json_t *args = json_is_object(c) ? json_object_get(c, "arguments") : NULL;
+    if (!json_is_string(name) || json_string_length(name) > MAX_NAME ||
+        (args && !json_is_string(args)))
       return bad(o, "tool_calls", "an array of {\"name\": string, \"arguments\": string}");
     mock_tool_call *call = &g->calls[g->call_count++];
-    call->name = escape(name->string, name->length, &call->name_len);
-    call->fragments = args ? mock_tokens_fragments(args->string, args->length, 5)
+    call->name = escape(json_string_value(name), json_string_length(name), &call->name_len);
+    call->fragments = args ? mock_tokens_fragments(json_string_value(args),
+                                                   json_string_length(args), 5)
                            : mock_tokens_fragments("", 0, 5);
     call->first_item = item;
     item += 1 + call->fragments->count;
   }
-  g->content_count = item;
+  g->call_items = item;
   return 0;
 }
 
 /* The "mock" options. Returns -1 with a message in o->err. */
 static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   double tps, ttft, ping_interval, status;
-  const mock_json *text, *keyword, *reasoning, *error_body, *error_message;
+  const json_t *text, *keyword, *reasoning, *error_body, *error_message;
   uint64_t keyword_at;
   if (opt_number(o, "tokens_per_sec", &tps, cfg->tokens_per_sec) < 0 ||
       opt_number(o, "ttft", &ttft, cfg->ttft) < 0 ||
@@ -208,25 +223,28 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
     ping_interval = 0.1;
   g->ping_ns = (uint64_t)(ping_interval * 1e9);
   if (error_body)
-    g->error_body = mock_xstrndup(error_body->string, error_body->length);
+    g->error_body = mock_xstrndup(json_string_value(error_body),
+                                  json_string_length(error_body));
   if (error_message) {
-    if (error_message->length > MAX_KEYWORD)
+    if (json_string_length(error_message) > MAX_KEYWORD)
       return bad(o, "error_message", "at most 1024 bytes");
-    g->error_message = escape(error_message->string, error_message->length,
-                              &g->error_message_len);
+    g->error_message = escape(json_string_value(error_message),
+                              json_string_length(error_message), &g->error_message_len);
   }
   if (keyword) {
-    if (keyword->length > MAX_KEYWORD)
+    if (json_string_length(keyword) > MAX_KEYWORD)
       return bad(o, "keyword", "at most 1024 bytes");
     if (keyword_at == MOCK_NONE)
       return bad(o, "keyword_at", "set with mock.keyword");
-    g->keyword = escape(keyword->string, keyword->length, &g->keyword_len);
+    g->keyword = escape(json_string_value(keyword), json_string_length(keyword),
+                        &g->keyword_len);
   }
   g->keyword_index = keyword_at;
   if (text)
-    g->own_text = mock_tokens_split(text->string, text->length);
+    g->own_text = mock_tokens_split(json_string_value(text), json_string_length(text));
   if (reasoning && g->chat) {
-    g->reasoning = mock_tokens_split(reasoning->string, reasoning->length);
+    g->reasoning = mock_tokens_split(json_string_value(reasoning),
+                                     json_string_length(reasoning));
     g->reasoning_count = g->reasoning->count;
   }
   if (g->chat && read_tool_calls(o, g) < 0)
@@ -245,96 +263,145 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   return 0;
 }
 
-static int parse_object(const char *what, const char *data, size_t len,
-                        mock_json_doc **doc, const mock_json **out, char *err,
-                        size_t err_size) {
-  char why[96];
-  mock_json *root = mock_json_parse(data, len, doc, why, sizeof why);
-  if (root == NULL) {
-    snprintf(err, err_size, "%s is not valid JSON: %s", what, why);
-    return -1;
+/*
+** The choices' lengths and finish reasons. A choice is cut by max_tokens
+** ("length"); it ends on its own ("stop") at the end of mock.text, at its
+** mock.choice_tokens entry, or, with neither and no max_tokens in the request,
+** at the --max-tokens default. Returns -1 with a message in o->err.
+*/
+static int read_choices(const options *o, mock_gen *g, uint64_t max_tokens,
+                        int explicit_max) {
+  const json_t *lengths = opt(o, "choice_tokens");
+  if (lengths && (!json_is_array(lengths) || json_array_size(lengths) != g->n))
+    return bad(o, "choice_tokens", "an array of n non-negative integers, one per choice");
+  if (lengths && g->call_count)
+    return bad(o, "choice_tokens", "left out with mock.tool_calls");
+  g->choices = mock_xcalloc(g->n, sizeof *g->choices);
+  for (size_t i = 0; i < g->n; i++) {
+    mock_choice *ch = &g->choices[i];
+    uint64_t content;
+    if (g->call_count > 0) {
+      content = g->call_items;
+      ch->finish_reason = "tool_calls";
+    } else if (lengths) {
+      const json_t *v = json_array_get(lengths, i);
+      double x = json_number_value(v);
+      if (!json_is_number(v) || !(x >= 0) || x > 1e15 || floor(x) != x)
+        return bad(o, "choice_tokens", "an array of n non-negative integers, one per choice");
+      uint64_t want = (uint64_t)x;
+      content = want < max_tokens ? want : max_tokens;
+      ch->finish_reason = want > max_tokens ? "length" : "stop";
+    } else if (g->own_text) {
+      content = g->own_text->count < max_tokens ? g->own_text->count : max_tokens;
+      ch->finish_reason = g->own_text->count > max_tokens ? "length" : "stop";
+    } else {
+      content = max_tokens;
+      ch->finish_reason = explicit_max ? "length" : "stop";
+    }
+    ch->total = g->reasoning_count + content;
+    g->total += ch->total;
   }
-  if (root->type != MOCK_JSON_OBJECT) {
-    snprintf(err, err_size, "%s must be a JSON object", what);
-    return -1;
-  }
-  *out = root;
   return 0;
+}
+
+/*
+** Parses len bytes as a JSON object. Every value is accepted at first (so a
+** number or a string is "not an object", not "not JSON"); numbers are read as
+** doubles, and a \u0000 in a string is allowed. Returns the new reference or
+** NULL with err set.
+*/
+static json_t *parse_object(const char *what, const char *data, size_t len, char *err,
+                            size_t err_size) {
+  json_error_t why;
+  json_t *root = json_loadb(data, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL |
+                                           JSON_ALLOW_NUL, &why);
+  if (root == NULL) {
+    snprintf(err, err_size, "%s is not valid JSON: %s", what, why.text);
+    return NULL;
+  }
+  if (!json_is_object(root)) {
+    snprintf(err, err_size, "%s must be a JSON object", what);
+    json_decref(root);
+    return NULL;
+  }
+  return root;
 }
 
 /* Fills g from the request; returns 0, or -1 with err set (a 400). */
 static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
   const mock_config *cfg = &c->server->config;
-  mock_json_doc *body_doc = NULL, *header_doc = NULL;
-  const mock_json *root = NULL, *header = NULL;
+  json_t *root = NULL, *header = NULL;
   options o = {NULL, NULL, err, err_size};
   int rc = -1;
 
-  if (parse_object("the request body", c->body.data ? c->body.data : "", c->body.len,
-                   &body_doc, &root, err, err_size) < 0)
+  root = parse_object("the request body", c->body.data ? c->body.data : "", c->body.len,
+                      err, err_size);
+  if (root == NULL)
     goto out;
-  if (c->xmock.len > 0 && parse_object("the X-Mock header", c->xmock.data, c->xmock.len,
-                                       &header_doc, &header, err, err_size) < 0)
+  if (c->xmock.len > 0 &&
+      (header = parse_object("the X-Mock header", c->xmock.data, c->xmock.len, err,
+                             err_size)) == NULL)
     goto out;
   o.header = header;
-  o.body = mock_json_get(root, "mock");
-  if (o.body && o.body->type != MOCK_JSON_OBJECT) {
+  o.body = json_object_get(root, "mock");
+  if (o.body && !json_is_object(o.body)) {
     snprintf(err, err_size, "mock must be a JSON object");
     goto out;
   }
 
-  g->stream = mock_json_is_true(mock_json_get(root, "stream"));
+  g->stream = json_is_true(get(root, "stream"));
   g->rec->stream = g->stream;
-  const mock_json *stream_options = mock_json_get(root, "stream_options");
-  g->include_usage = mock_json_is_true(mock_json_get(stream_options, "include_usage"));
-  g->continuous_usage =
-      mock_json_is_true(mock_json_get(stream_options, "continuous_usage_stats"));
+  const json_t *stream_options = get(root, "stream_options");
+  g->include_usage = json_is_true(get(stream_options, "include_usage"));
+  g->continuous_usage = json_is_true(get(stream_options, "continuous_usage_stats"));
   g->prompt_tokens = prompt_words(root, g->chat);
 
-  const mock_json *model = mock_json_get(root, "model");
-  if (model && model->type == MOCK_JSON_STRING && model->length > 0 &&
-      model->length <= MAX_NAME)
-    g->model = escape(model->string, model->length, &g->model_len);
+  const json_t *model = get(root, "model");
+  size_t model_len = json_string_length(model);
+  if (json_is_string(model) && model_len > 0 && model_len <= MAX_NAME)
+    g->model = escape(json_string_value(model), model_len, &g->model_len);
   else
     g->model = escape(cfg->model, strlen(cfg->model), &g->model_len);
 
-  const mock_json *max = mock_json_get(root, "max_tokens");
-  if ((max == NULL || max->type == MOCK_JSON_NULL) && g->chat)
-    max = mock_json_get(root, "max_completion_tokens");
-  int explicit_max = max != NULL && max->type != MOCK_JSON_NULL;
+  const json_t *max = get(root, "max_tokens");
+  if (max == NULL && g->chat)
+    max = get(root, "max_completion_tokens");
+  int explicit_max = max != NULL;
   uint64_t max_tokens = cfg->max_tokens;
   if (explicit_max) {
-    if (max->type != MOCK_JSON_NUMBER || !(max->number >= 0) ||
-        max->number > 1e15 || floor(max->number) != max->number) {
+    double x = json_number_value(max);
+    if (!json_is_number(max) || !(x >= 0) || x > 1e15 || floor(x) != x) {
       snprintf(err, err_size, "max_tokens must be a non-negative integer");
       goto out;
     }
-    max_tokens = (uint64_t)max->number;
+    max_tokens = (uint64_t)x;
   }
   g->rec->max_tokens = max_tokens;
 
-  if (read_mock(&o, g, cfg) < 0)
-    goto out;
-
-  g->text = g->own_text ? g->own_text : c->server->tokens;
-  if (g->call_count > 0) {
-    g->finish_reason = "tool_calls";
-  } else if (g->own_text) {
-    g->content_count = g->own_text->count < max_tokens ? g->own_text->count : max_tokens;
-    g->finish_reason = g->own_text->count > max_tokens ? "length" : "stop";
-  } else {
-    g->content_count = max_tokens;
-    g->finish_reason = explicit_max ? "length" : "stop";
+  const json_t *n = get(root, "n");
+  g->n = 1;
+  if (n) {
+    double x = json_number_value(n);
+    if (!json_is_number(n) || floor(x) != x || !(x >= 1 && x <= MOCK_MAX_CHOICES)) {
+      snprintf(err, err_size, "n must be an integer from 1 to %d", MOCK_MAX_CHOICES);
+      goto out;
+    }
+    g->n = (size_t)x;
   }
-  g->total = g->reasoning_count + g->content_count;
+
+  if (read_mock(&o, g, cfg) < 0 || read_choices(&o, g, max_tokens, explicit_max) < 0)
+    goto out;
+  g->text = g->own_text ? g->own_text : c->server->tokens;
   if (!g->stream && g->total > MAX_NONSTREAM_ITEMS) {
-    snprintf(err, err_size, "max_tokens above %d needs \"stream\": true", MAX_NONSTREAM_ITEMS);
+    snprintf(err, err_size, g->n == 1 ? "max_tokens above %d needs \"stream\": true"
+                                      : "more than %d tokens over all choices need \"stream\": true",
+             MAX_NONSTREAM_ITEMS);
     goto out;
   }
   rc = 0;
 out:
-  mock_json_free(body_doc);
-  mock_json_free(header_doc);
+  json_decref(root);
+  json_decref(header);
   return rc;
 }
 

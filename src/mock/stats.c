@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "escape.h"
 #include "stats.h"
 
 static const char *const fault_names[] = {
@@ -28,6 +28,17 @@ void mock_record_unref(mock_record *r) {
     free(r->id);
     free(r);
   }
+}
+
+void mock_record_tokens(mock_record *r, uint64_t now, uint64_t count) {
+  if (count == 0)
+    return;
+  if (r->first_token_at == 0)
+    r->first_token_at = now;
+  r->last_token_at = now;
+  r->tokens_sent += count;
+  for (uint64_t i = 0; i < count && i < MOCK_RECENT_TOKENS; i++)
+    r->recent[r->recent_next++ % MOCK_RECENT_TOKENS] = now;
 }
 
 void mock_stats_reset(mock_stats *s) {
@@ -95,6 +106,13 @@ static void render_one(const mock_record *r, mock_buf *out) {
   put_time(out, "started_at", r->started_at);
   put_time(out, "first_token_at", r->first_token_at);
   put_time(out, "last_token_at", r->last_token_at);
+  /* oldest first; fewer than MOCK_RECENT_TOKENS when fewer were sent */
+  mock_buf_puts(out, ",\"recent_token_at\":[");
+  unsigned kept = r->recent_next < MOCK_RECENT_TOKENS ? r->recent_next : MOCK_RECENT_TOKENS;
+  for (unsigned i = 0; i < kept; i++)
+    mock_buf_printf(out, "%s%.6f", i ? "," : "",
+                    (double)r->recent[(r->recent_next - kept + i) % MOCK_RECENT_TOKENS] / 1e9);
+  mock_buf_puts(out, "]");
   put_time(out, "closed_at", r->closed_at);
   put_time(out, "keyword_at", r->keyword_at);
   if (r->closed_at && r->keyword_at)

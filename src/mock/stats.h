@@ -13,6 +13,7 @@
 #ifndef MOCK_STATS_KEEP
 #define MOCK_STATS_KEEP 100000
 #endif
+#define MOCK_RECENT_TOKENS 4      /* send times kept for recent_token_at */
 
 /* Fault bits, in the order their names are listed. */
 enum {
@@ -38,6 +39,8 @@ typedef struct mock_record {
   uint64_t max_tokens, tokens_sent, tokens_after_close, write_errors;
   uint64_t started_at, first_token_at, last_token_at, closed_at, keyword_at;
   uint64_t close_notice_ns;   /* valid when closed_at is set */
+  uint64_t recent[MOCK_RECENT_TOKENS]; /* send times of the last tokens, a ring */
+  unsigned recent_next;       /* where the next one goes */
   unsigned refs;              /* the list holds one, a live request another */
 } mock_record;
 
@@ -53,6 +56,8 @@ mock_record *mock_stats_add(mock_stats *s, const char *id, const char *path);
 /* Forgets every record (live requests keep theirs until they end). */
 void mock_stats_reset(mock_stats *s);
 void mock_record_ref(mock_record *r);
+/* Notes count tokens handed to the socket at now. */
+void mock_record_tokens(mock_record *r, uint64_t now, uint64_t count);
 void mock_record_unref(mock_record *r);
 
 /* Appends the records array's members, oldest first. */

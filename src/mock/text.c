@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "buf.h"
-#include "json.h"
+#include "escape.h"
 #include "text.h"
 
 static const char default_text[] =

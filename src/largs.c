@@ -11,6 +11,18 @@
 #include "largs.h"
 #include "runtime.h"
 
+int sl_argerror(lua_State *L, int arg, const char *fn, const char *fmt, ...) {
+  va_list ap;
+  luaL_where(L, 1);
+  lua_pushfstring(L, "bad argument #%d to '%s' (%s: ", arg, fn, fn);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_pushliteral(L, ")");
+  lua_concat(L, 4);
+  return lua_error(L);
+}
+
 sl_opts sl_opts_begin(lua_State *L, int idx, int arg, const char *fn) {
   sl_opts o;
   idx = lua_absindex(L, idx);
@@ -18,10 +30,8 @@ sl_opts sl_opts_begin(lua_State *L, int idx, int arg, const char *fn) {
     lua_newtable(L);
     lua_replace(L, idx);
   }
-  if (!lua_istable(L, idx)) {
-    lua_pushfstring(L, "%s: options must be a table, got %s", fn, luaL_typename(L, idx));
-    luaL_argerror(L, arg, lua_tostring(L, -1));
-  }
+  if (!lua_istable(L, idx))
+    sl_argerror(L, arg, fn, "options must be a table, got %s", luaL_typename(L, idx));
   o.L = L;
   o.idx = idx;
   o.arg = arg;
@@ -33,16 +43,10 @@ sl_opts sl_opts_begin(lua_State *L, int idx, int arg, const char *fn) {
 int sl_opts_error(const sl_opts *o, const char *key, const char *fmt, ...) {
   lua_State *L = o->L;
   va_list ap;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  lua_pushfstring(L, "%s: option '%s%s' ", o->fn, o->prefix, key);
-  luaL_addvalue(&b);
   va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
-  luaL_addvalue(&b);
-  luaL_pushresult(&b);
-  return luaL_argerror(L, o->arg, lua_tostring(L, -1));
+  return sl_argerror(L, o->arg, o->fn, "option '%s%s' %s", o->prefix, key, lua_tostring(L, -1));
 }
 
 void sl_opts_known(const sl_opts *o, const char *const known[]) {
@@ -53,10 +57,9 @@ void sl_opts_known(const sl_opts *o, const char *const known[]) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
     for (i = 0; k && known[i]; i++) ok |= strcmp(k, known[i]) == 0;
     if (!ok) {
-      if (k) lua_pushfstring(L, "%s: unknown option '%s%s'", o->fn, o->prefix, k);
-      else lua_pushfstring(L, "%s: option names are strings, got a %s key%s%s", o->fn,
-                           luaL_typename(L, -2), *o->prefix ? " in " : "", o->prefix);
-      luaL_argerror(L, o->arg, lua_tostring(L, -1));
+      if (k) sl_argerror(L, o->arg, o->fn, "unknown option '%s%s'", o->prefix, k);
+      sl_argerror(L, o->arg, o->fn, "option names are strings, got a %s key%s%s",
+                  luaL_typename(L, -2), *o->prefix ? " in " : "", o->prefix);
     }
     lua_pop(L, 1);
   }
@@ -147,13 +150,10 @@ lua_Integer sl_opts_integer(const sl_opts *o, const char *key, lua_Integer dflt,
   return v;
 }
 
-double sl_check_seconds(lua_State *L, int arg, const char *what) {
+double sl_check_seconds(lua_State *L, int idx, int arg, const char *fn) {
   const char *why;
-  double v = seconds_value(L, arg, &why);
-  if (why) {
-    lua_pushfstring(L, "%s: seconds %s", what, why);
-    luaL_argerror(L, arg, lua_tostring(L, -1));
-  }
+  double v = seconds_value(L, idx, &why);
+  if (why) sl_argerror(L, arg, fn, "seconds %s", why);
   return v;
 }
 

@@ -41,9 +41,13 @@ double sl_opts_seconds(const sl_opts *o, const char *key, double dflt);
 lua_Integer sl_opts_integer(const sl_opts *o, const char *key, lua_Integer dflt,
                             lua_Integer min);
 
-/* Argument arg as a time in seconds: a number >= 0, not NaN; HUGE_VAL when
-   huge (no limit). what names it ("sluice.sleep"). */
-double sl_check_seconds(lua_State *L, int arg, const char *what);
+/* Raises "bad argument #arg to 'fn' (fn: <message>)", with the caller's
+   position. The name is fn's, always (luaL_argerror would pick whichever
+   name package.loaded yields first: sluice.sleep or sluice.core.sleep). */
+int sl_argerror(lua_State *L, int arg, const char *fn, const char *fmt, ...);
+/* Stack index idx as a time in seconds: a number >= 0, not NaN; HUGE_VAL when
+   huge (no limit). It is argument arg of fn ("sluice.sleep"). */
+double sl_check_seconds(lua_State *L, int idx, int arg, const char *fn);
 /* Does s (len bytes) hold a CR, LF or NUL? */
 int sl_has_crlf(const char *s, size_t len);
 /* Is s a token (RFC 9110: header names, methods)? */

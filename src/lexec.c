@@ -128,8 +128,10 @@ static int l_exec(lua_State *L) {
   if (sl_opts_flag(&op, "shell", 0)) {  /* a line for /bin/sh */
     size_t len;
     const char *line = lua_tolstring(L, 1, &len);
-    luaL_argexpected(L, lua_type(L, 1) == LUA_TSTRING, 1, "string (a command line, with shell = true)");
-    luaL_argcheck(L, strlen(line) == len, 1, "a command line must not contain NUL");
+    if (lua_type(L, 1) != LUA_TSTRING)
+      sl_argerror(L, 1, "sluice.exec", "a command line (string) expected with shell = true, got %s",
+                  luaL_typename(L, 1));
+    if (strlen(line) != len) sl_argerror(L, 1, "sluice.exec", "a command line must not contain NUL");
     lua_createtable(L, 3, 0);
     lua_pushliteral(L, "/bin/sh");
     lua_rawseti(L, -2, 1);
@@ -139,21 +141,22 @@ static int l_exec(lua_State *L) {
     lua_rawseti(L, -2, 3);
     lua_replace(L, 1);
   }
-  luaL_argexpected(L, lua_type(L, 1) == LUA_TTABLE, 1,
-                   "table of strings (or a string with opts.shell = true)");
+  if (lua_type(L, 1) != LUA_TTABLE)
+    sl_argerror(L, 1, "sluice.exec", "argv (a table of strings) expected, got %s%s", luaL_typename(L, 1),
+                lua_type(L, 1) == LUA_TSTRING ? " (a command line needs shell = true)" : "");
   memset(&eo, 0, sizeof eo);
   eo.cwd = sl_opts_string(&op, "cwd", NULL);
   eo.timeout = sl_opts_seconds(&op, "timeout", 0);
   eo.input = sl_opts_string(&op, "stdin", &eo.input_len);
   eo.max_output = (size_t)sl_opts_integer(&op, "max_output", DEFAULT_MAX_OUTPUT, 0);
   n = (int)luaL_len(L, 1);
-  luaL_argcheck(L, n >= 1, 1, "empty argv");
+  if (n < 1) sl_argerror(L, 1, "sluice.exec", "argv is empty");
   args = lua_newuserdatauv(L, sizeof *args * (size_t)(n + 1), 0);  /* index 3 */
   for (i = 1; i <= n; i++) {
     size_t len;
-    if (lua_rawgeti(L, 1, i) != LUA_TSTRING) luaL_error(L, "sluice.exec: argv[%d] is not a string", i);
+    if (lua_rawgeti(L, 1, i) != LUA_TSTRING) sl_argerror(L, 1, "sluice.exec", "argv[%d] is not a string", i);
     args[i - 1] = lua_tolstring(L, -1, &len);
-    if (strlen(args[i - 1]) != len) luaL_error(L, "sluice.exec: argv[%d] contains NUL", i);
+    if (strlen(args[i - 1]) != len) sl_argerror(L, 1, "sluice.exec", "argv[%d] contains NUL", i);
     lua_pop(L, 1);  /* alive in argv */
   }
   args[n] = NULL;

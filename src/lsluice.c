@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 
 #include "errors.h"
+#include "largs.h"
 #include "lsluice.h"
 #include "redact.h"
 #include "runtime.h"
@@ -45,7 +46,7 @@ static int l_redact(lua_State *L) {
   n = (int)luaL_len(L, 2);
   secrets = lua_newuserdatauv(L, sizeof *secrets * (size_t)(n ? n : 1), 0);
   for (i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, 2, i) != LUA_TSTRING) luaL_argerror(L, 2, "secrets must be strings");
+    if (lua_rawgeti(L, 2, i) != LUA_TSTRING) sl_argerror(L, 2, "sluice.redact", "secrets must be strings");
     secrets[i - 1] = lua_tostring(L, -1);  /* alive in the table */
     lua_pop(L, 1);
   }

@@ -379,7 +379,7 @@ static int start_next(lua_State *L, lua_KContext mode) {
   check_stream(L, 1);
   lua_settop(L, 2);
   if (lua_isnil(L, 2)) lua_pushnil(L);
-  else lua_pushnumber(L, sl_now() + sl_check_seconds(L, 2, "stream:next"));
+  else lua_pushnumber(L, sl_now() + sl_check_seconds(L, 2, 1, "stream:next"));
   return next_k(L, LUA_OK, mode);
 }
 

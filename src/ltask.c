@@ -21,7 +21,8 @@ static sl_task *check_task(lua_State *L, int i) {
 
 static int l_spawn(lua_State *L) {
   if (lua_type(L, 1) != LUA_TFUNCTION) {  /* or a value with __call */
-    if (luaL_getmetafield(L, 1, "__call") == LUA_TNIL) luaL_typeerror(L, 1, "function");
+    if (luaL_getmetafield(L, 1, "__call") == LUA_TNIL)
+      sl_argerror(L, 1, "sluice.spawn", "function expected, got %s", luaL_typename(L, 1));
     lua_pop(L, 1);
   }
   sl_task_spawn(L, lua_gettop(L) - 1);
@@ -146,7 +147,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int l_sleep(lua_State *L) {
-  double s = sl_check_seconds(L, 1, "sluice.sleep");
+  double s = sl_check_seconds(L, 1, 1, "sluice.sleep");
   lua_settop(L, 0);
   lua_pushnumber(L, sl_now() + s);
   return sleep_k(L, LUA_OK, 0);

@@ -676,6 +676,7 @@ void mock_gen_free(mock_gen *g) {
   }
   free(g->calls);
   free(g->keyword);
+  free(g->location);
   free(g->error_body);
   free(g->error_message);
   free(g->model);

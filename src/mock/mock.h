@@ -165,6 +165,7 @@ struct mock_gen {
   char *error_message;          /* escaped; for error_after / error_event */
   size_t error_message_len;
   double retry_after;
+  char *location;               /* a Location header for the status fault */
   /* pre-formatted pieces of a chunk */
   mock_buf head;                /* [data: ]{"id":..,"choices":[ */
   mock_buf content_close;       /* after the token up to the choices' ']' */

@@ -188,7 +188,7 @@ static int read_tool_calls(const options *o, mock_gen *g) {
 /* The "mock" options. Returns -1 with a message in o->err. */
 static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   double tps, ttft, ping_interval, status;
-  const json_t *text, *keyword, *reasoning, *error_body, *error_message;
+  const json_t *text, *keyword, *reasoning, *error_body, *error_message, *location;
   uint64_t keyword_at;
   if (opt_number(o, "tokens_per_sec", &tps, cfg->tokens_per_sec) < 0 ||
       opt_number(o, "ttft", &ttft, cfg->ttft) < 0 ||
@@ -199,6 +199,7 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
       opt_string(o, "reasoning", &reasoning) < 0 ||
       opt_string(o, "error_body", &error_body) < 0 ||
       opt_string(o, "error_message", &error_message) < 0 ||
+      opt_string(o, "location", &location) < 0 ||
       opt_count(o, "keyword_at", &keyword_at) < 0 ||
       opt_count(o, "error_after", &g->error_after) < 0 ||
       opt_count(o, "error_event", &g->error_event) < 0 ||
@@ -225,6 +226,13 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   if (error_body)
     g->error_body = mock_xstrndup(json_string_value(error_body),
                                   json_string_length(error_body));
+  if (location) {
+    const char *v = json_string_value(location);
+    size_t len = json_string_length(location);
+    if (len > 1024 || strcspn(v, "\r\n") != len)
+      return bad(o, "location", "a URL of at most 1024 bytes without CR or LF");
+    g->location = mock_xstrndup(v, len);
+  }
   if (error_message) {
     if (json_string_length(error_message) > MAX_KEYWORD)
       return bad(o, "error_message", "at most 1024 bytes");
@@ -409,11 +417,13 @@ out:
 
 static void answer(mock_conn *c, mock_gen *g, int status, const char *type,
                    const char *message, const char *body) {
-  char headers[400];
+  char headers[1600];
   int n = snprintf(headers, sizeof headers, "X-Request-Id: %s\r\n", g->rec->id);
   if (g->retry_after >= 0 && n > 0 && (size_t)n < sizeof headers)
-    snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %.0f\r\n",
-             ceil(g->retry_after));
+    n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %.0f\r\n",
+                  ceil(g->retry_after));
+  if (g->location && n > 0 && (size_t)n < sizeof headers)
+    snprintf(headers + n, sizeof headers - (size_t)n, "Location: %s\r\n", g->location);
   if (body)
     mock_conn_respond(c, status, "application/json", body, strlen(body), headers);
   else

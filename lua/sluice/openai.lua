@@ -8,8 +8,8 @@ local policy = require "sluice.policy"
 
 local decode = require("cjson.safe").decode
 local null = cjson.null
-local now = sluice.now
-local concat, sub, find, format = table.concat, string.sub, string.find, string.format
+local now, redact = sluice.now, sluice.redact
+local concat, sub, format = table.concat, string.sub, string.format
 local type, setmetatable, pairs = type, setmetatable, pairs
 local chars = policy.chars
 
@@ -35,6 +35,15 @@ local function str(v)
   if type(v) == "number" then return format("%g", v) end
 end
 
+-- Text from the server as it goes into an error, without the request's
+-- secrets (nil: none, or the text came through the core, which has already
+-- taken them out). The one place the Lua layer redacts: sluice.redact, one
+-- pass in C.
+local function clean(text, secrets)
+  if secrets and type(text) == "string" then return redact(text, secrets) end
+  return text
+end
+
 -- A code as the server gave it (400 or "invalid_api_key"), nil for anything else.
 local function scalar(v)
   local t = type(v)
@@ -52,35 +61,40 @@ local function error_fields(doc)
   if doc.object == "error" or type(doc.message) == "string" then return doc end
 end
 
--- An HTTP error from the core, with the server's message, type and code.
-local function http_error(err)
+-- An HTTP error (the core's, or {status, body} of a fetch), with the
+-- server's message, type and code; secrets as for clean().
+local function http_error(err, secrets)
   local e = error_fields(decode(err.body or ""))
+  local body = clean(err.body, secrets)
   local status = err.status
-  local msg = e and str(e.message)
+  local msg = e and clean(str(e.message), secrets)
   if not msg or msg == "" then
-    local body = err.body and err.body:gsub("%s+", " "):sub(1, 200)
-    msg = (body and body ~= "") and body or ("status " .. tostring(status))
+    local text = body and body:gsub("%s+", " "):sub(1, 200)
+    msg = (text and text ~= "") and text or ("status " .. tostring(status))
   end
   return new_error("http", format("http %s: %s", tostring(status), msg), {
-    status = status, body = err.body,
-    type = e and str(e.type), code = e and scalar(e.code), param = e and str(e.param),
+    status = status, body = body,
+    type = e and clean(str(e.type), secrets), code = e and scalar(e.code),
+    param = e and clean(str(e.param), secrets),
   })
 end
 
 -- An error the server reported inside a 200 stream (an error chunk or an SSE
 -- `event: error`): kind "http" like any error the server reports, with
--- in_stream = true, and status when the error carries an HTTP code.
-local function server_error(doc, data, how)
+-- in_stream = true, and status when the error carries an HTTP code. The
+-- stream's data has not been through the core's redaction: secrets do it.
+local function server_error(doc, data, how, secrets)
   local e = error_fields(doc)
-  local msg = e and str(e.message)
-  if not msg or msg == "" then msg = data:gsub("%s+", " "):sub(1, 200) end
+  local body = clean(data, secrets)
+  local msg = e and clean(str(e.message), secrets)
+  if not msg or msg == "" then msg = body:gsub("%s+", " "):sub(1, 200) end
   local code = e and scalar(e.code)
   local status = type(code) == "number" and math.tointeger(code)  -- cjson gives 500.0
   if status and (status < 100 or status > 599) then status = nil end
   return new_error("http", format("server error in the stream (%s): %s", how, msg), {
     status = status or nil, in_stream = true,
-    type = e and str(e.type), code = code, param = e and str(e.param),
-    body = data,
+    type = e and clean(str(e.type), secrets), code = code, param = e and clean(str(e.param), secrets),
+    body = body,
   })
 end
 
@@ -261,20 +275,6 @@ local function add_content(self, text)
 end
 
 local function fail(self, err)
-  local key = self.key
-  if key then  -- also what the server said in the stream (the core's text is already clean)
-    local function clean(v)
-      if type(v) ~= "string" then return v end
-      local out = v
-      local i = find(out, key, 1, true)
-      while i do
-        out = sub(out, 1, i - 1) .. "[redacted]" .. sub(out, i + #key)
-        i = find(out, key, 1, true)
-      end
-      return out
-    end
-    err.message, err.body = clean(err.message), clean(err.body)
-  end
   self.over = true
   self.error = err
   self.s:cancel(err.message)  -- does nothing once the stream is over
@@ -303,7 +303,7 @@ local function on_event(self, ev)
   local data = ev.data
   if ev.event ~= "message" then
     if ev.event == "error" then
-      fail(self, server_error(decode(data), data, "error event"))
+      fail(self, server_error(decode(data), data, "error event", self.secrets))
     end
     return nil  -- other event types are not part of the protocol
   end
@@ -327,11 +327,13 @@ local function on_event(self, ev)
   end
   local content, reasoning, finish, tools, usage, err = decode_chunk(data)
   if err ~= nil then
+    local secrets = self.secrets
     if err == false then
-      fail(self, new_error("protocol", "malformed chunk (not JSON): " .. data:gsub("%s+", " "):sub(1, 120),
-                           { body = data }))
+      local body = clean(data, secrets)
+      fail(self, new_error("protocol", "malformed chunk (not JSON): " .. body:gsub("%s+", " "):sub(1, 120),
+                           { body = body }))
     else
-      fail(self, server_error(err, data, "error chunk"))
+      fail(self, server_error(err, data, "error chunk", secrets))
     end
     return nil
   end
@@ -559,6 +561,21 @@ local transport_keys = { "insecure", "ca_file", "proxy", "http2" }
 local client_keys = { base_url = true, api_key = true, headers = true, timeouts = true, model = true }
 for _, k in ipairs(transport_keys) do client_keys[k] = true end
 
+-- Header values the core keeps out of its errors, and so do we: adds to list
+-- the values of such headers and the token of "Bearer TOKEN".
+local secret_headers = { authorization = true, ["proxy-authorization"] = true, ["x-api-key"] = true,
+                         ["api-key"] = true, cookie = true }
+local function add_secrets(list, headers)
+  for name, v in pairs(headers) do
+    if secret_headers[name:lower()] and type(v) == "string" and v ~= "" then
+      list[#list + 1] = v
+      local sp = v:find(" ", 1, true)
+      if sp and sp < #v then list[#list + 1] = v:sub(sp + 1) end
+    end
+  end
+  return list
+end
+
 -- Adds the client's connection options to request options t; returns t.
 local function with_transport(self, t)
   for _, k in ipairs(transport_keys) do t[k] = self.transport[k] end
@@ -583,8 +600,9 @@ function openai.client(o)
   if key and key ~= "" then headers.Authorization = "Bearer " .. key end
   local transport = {}
   for _, k in ipairs(transport_keys) do transport[k] = o[k] end
+  local secrets = add_secrets({}, headers)
   return setmetatable({ base_url = base, model = o.model, timeouts = o.timeouts, transport = transport,
-                        _headers = headers, _key = key ~= "" and key or nil }, Client)
+                        _headers = headers, _secrets = secrets[1] and secrets or nil }, Client)
 end
 
 function Client:__tostring()
@@ -598,6 +616,15 @@ local function merged(a, b)
   for k, v in pairs(a) do t[k] = v end
   for k, v in pairs(b) do t[k] = v end
   return t
+end
+
+-- The secrets of a request: the client's, and those of its own headers.
+local function request_secrets(self, headers)
+  if not headers then return self._secrets end
+  local list = add_secrets({}, headers)
+  if not list[1] then return self._secrets end
+  for _, v in ipairs(self._secrets or {}) do list[#list + 1] = v end
+  return list
 end
 
 local open_keys = { stop_when = true, usage = true, continuous_usage = true, timeouts = true,
@@ -636,7 +663,7 @@ local function open(self, path, body, opts)
     tools = false, tool_order = false, calls = {},
     finish_reason = nil, stop_reason = nil, usage = nil, usage_tokens = nil, usage_at = 0,
     got_done = false, require_done = opts.require_done ~= false,
-    error = nil, first_at = nil, key = self._key, last_content = false,
+    error = nil, first_at = nil, secrets = request_secrets(self, opts.headers), last_content = false,
     emit = false, queue = false, qhead = 1, qtail = 0,
     pol = pol or false, timed = pol and pol.deadline ~= nil or false, st = false,
   }, Chat)
@@ -661,8 +688,8 @@ function Client:models()
   local res, err = sluice.fetch(with_transport(self, { url = self.base_url .. "/models",
                                                       headers = self._headers, timeouts = self.timeouts }))
   if not res then return nil, err end
-  if res.status >= 400 then
-    return nil, http_error { status = res.status, body = res.body }
+  if res.status >= 400 then  -- a fetch's body is as the server sent it
+    return nil, http_error({ status = res.status, body = res.body }, self._secrets)
   end
   local doc = decode(res.body)
   local ids = {}

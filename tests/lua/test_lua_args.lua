@@ -45,6 +45,74 @@ local BODY = { model = "mock-model", messages = { { role = "user", content = "hi
                mock = { tokens_per_sec = 0 }, max_tokens = 3 }
 
 -- ---------------------------------------------------------------------------
+-- openai.client
+
+T.case("unknown keys at every depth: policy constructors", function()
+  local p = policy.max_tokens(5)
+  argerror(function() policy.stop_on("x", { trimm = true }) end,
+           "bad argument #2 to 'stop_on' (policy.stop_on: unknown option 'trimm')", "stop_on opts")
+  argerror(function() policy.stop_on { "x", trimm = true } end,
+           "bad argument #1 to 'stop_on' (policy.stop_on: unknown option 'trimm')", "stop_on list")
+  argerror(function() policy.match("x", { windwo = 3 }) end,
+           "bad argument #2 to 'match' (policy.match: unknown option 'windwo')", "match")
+  argerror(function() policy.repetition { windwo = 3 } end,
+           "bad argument #1 to 'repetition' (policy.repetition: unknown option 'windwo')", "repetition")
+  argerror(function() policy.any { p, frist = p } end, "policy.any: list must be a non-empty list of "
+           .. "policies, got a string key 'frist'", "any")
+  argerror(function() policy.all { p, [3] = p } end, "policy.all: list must be a non-empty list of "
+           .. "policies, got a number key", "all with a hole")
+end)
+
+-- ---------------------------------------------------------------------------
+-- Wrong types
+
+T.case("wrong types: policy constructors", function()
+  argerror(function() policy.max_tokens("5") end,
+           "bad argument #1 to 'max_tokens' (policy.max_tokens: n must be an integer, got string)", "max_tokens")
+  argerror(function() policy.max_tokens(-1) end, "policy.max_tokens: n must be at least 0", "negative")
+  argerror(function() policy.max_chars(2.5) end, "policy.max_chars: n must be an integer, got a fraction",
+           "max_chars")
+  argerror(function() policy.max_chars() end, "policy.max_chars: n is required", "max_chars()")
+  argerror(function() policy.stop_on(5) end,
+           "policy.stop_on: strings must be a string or a list of strings, got number", "stop_on")
+  argerror(function() policy.stop_on { "a", 5 } end, "policy.stop_on: strings[2] must be a string, got number",
+           "stop_on item")
+  argerror(function() policy.stop_on { "" } end, "policy.stop_on: strings[1] must not be empty", "empty")
+  argerror(function() policy.stop_on {} end, "policy.stop_on: strings must hold at least one string", "none")
+  argerror(function() policy.stop_on { "QED", trim = "yes" } end,
+           "policy.stop_on: option 'trim' must be true or false, got string", "trim in the list")
+  argerror(function() policy.stop_on("QED", { trim = 1 }) end,
+           "policy.stop_on: option 'trim' must be true or false, got number", "trim in opts")
+  argerror(function() policy.match(5) end, "policy.match: pattern must be a string, got number", "match")
+  argerror(function() policy.match("") end, "policy.match: pattern must not be empty", "empty pattern")
+  argerror(function() policy.match("x", { trim = "false" }) end,
+           "policy.match: option 'trim' must be true or false, got string", "match trim")
+  argerror(function() policy.match("x", { window = 0 }) end,
+           "policy.match: option 'window' must be at least 1", "match window")
+  argerror(function() policy.repetition { times = 1 } end,
+           "policy.repetition: option 'times' must be at least 2", "times")
+  argerror(function() policy.repetition { window = "3" } end,
+           "policy.repetition: option 'window' must be an integer, got string", "window")
+  argerror(function() policy.repetition { window = 2, min = 3 } end,
+           "policy.repetition: option 'min' must not be greater than option 'window'", "min > window")
+  argerror(function() policy.repetition(true) end,
+           "policy.repetition: options must be a table, got boolean", "repetition(true)")
+  argerror(function() policy.any {} end, "policy.any: list must be a non-empty list of policies", "any{}")
+  argerror(function() policy.any(policy.max_tokens(1)) end,
+           "policy.any: list must be a non-empty list of policies", "any(p) instead of any{p}")
+  argerror(function() policy.all { policy.max_tokens(1), "QED" } end,
+           "bad argument #1 to 'all' (policy.all: list[2] must be a policy", "all")
+  argerror(function() policy.start(42) end,
+           "policy.start: p must be a policy (a sluice.policy value, a function or a table with a check "
+           .. "function), got number", "start", { "42" })
+  -- the trim flag still works both ways
+  local _, trim = H.feed(policy.stop_on { "QED", trim = true }, { "a QED" })
+  T.eq(trim, 3, "trim in the list")
+  _, trim = H.feed(policy.stop_on("QED", { trim = false }), { "a QED" })
+  T.eq(trim, nil, "trim = false")
+end)
+
+-- ---------------------------------------------------------------------------
 -- Secrets
 
 -- A child sluice running code with env (and the mock's URL as URL); returns

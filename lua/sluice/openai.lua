@@ -5,6 +5,7 @@
 local sluice = require "sluice"
 local cjson = require "cjson"
 local policy = require "sluice.policy"
+local args = require "sluice.args"
 
 local decode = require("cjson.safe").decode
 local null = cjson.null
@@ -509,6 +510,9 @@ end
 -- Stops generation now: the connection is closed before this returns. Not an
 -- error: a loop over deltas() or events() just ends.
 function Chat:cancel(reason)
+  if reason ~= nil and type(reason) ~= "string" then
+    args.raise("chat:cancel", 2, "chat:cancel: reason must be a string, got " .. type(reason), 2)
+  end
   stop(self, reason or "cancelled")
 end
 
@@ -558,8 +562,20 @@ Client.__index = Client
 
 -- Connection options passed as they are to every request of a client.
 local transport_keys = { "insecure", "ca_file", "proxy", "http2" }
-local client_keys = { base_url = true, api_key = true, headers = true, timeouts = true, model = true }
-for _, k in ipairs(transport_keys) do client_keys[k] = true end
+
+-- What openai.client, client:chat and client:complete take (see sluice.args).
+local timeouts_spec = { connect = "seconds", first_byte = "seconds", idle = "seconds", total = "seconds" }
+local client_spec = {
+  base_url = "url", api_key = "line", headers = "headers", timeouts = timeouts_spec, model = "string",
+  insecure = "flag", ca_file = "string", proxy = "line", http2 = "flag",
+}
+local open_spec = {
+  stop_when = policy.kind, require_done = "flag", continuous_usage = "flag",
+  usage = function(v)
+    if v ~= true and v ~= false and v ~= "continuous" then return 'must be true, false or "continuous"' end
+  end,
+  timeouts = timeouts_spec, headers = "headers", max_event_bytes = "count",
+}
 
 -- Header values the core keeps out of its errors, and so do we: adds to list
 -- the values of such headers and the token of "Bearer TOKEN".
@@ -585,16 +601,26 @@ end
 -- openai.client{base_url=, api_key=, headers=, timeouts=, model=, insecure=,
 -- ca_file=, proxy=, http2=}: base_url defaults to $OPENAI_BASE_URL (else OpenAI's),
 -- api_key to $OPENAI_API_KEY; the key is sent as "Authorization: Bearer".
+-- Everything is checked here as the core checks its own options (sluice.args):
+-- misuse raises now, naming openai.client, not at the first request.
 function openai.client(o)
-  o = o or {}
-  for k in pairs(o) do
-    if not client_keys[k] then error("openai.client: unknown option '" .. tostring(k) .. "'", 2) end
+  o = args.options("openai.client", 1, o, client_spec, 2)
+  local base = o.base_url
+  if base == nil then
+    base = os.getenv("OPENAI_BASE_URL")
+    if base == "" then base = nil end
+    if base and args.kinds.url(base) then
+      error("openai.client: $OPENAI_BASE_URL must be an http:// or https:// URL", 2)
+    end
   end
-  local base = o.base_url or os.getenv("OPENAI_BASE_URL")
-  if not base or base == "" then base = "https://api.openai.com/v1" end
-  base = base:gsub("/+$", "")
+  base = (base or "https://api.openai.com/v1"):gsub("/+$", "")
   local key = o.api_key
-  if key == nil then key = os.getenv("OPENAI_API_KEY") end
+  if key == nil then
+    key = os.getenv("OPENAI_API_KEY")
+    if key and args.kinds.line(key) then
+      error("openai.client: $OPENAI_API_KEY must not contain CR, LF or NUL", 2)
+    end
+  end
   local headers = {}
   for k, v in pairs(o.headers or {}) do headers[k] = v end
   if key and key ~= "" then headers.Authorization = "Bearer " .. key end
@@ -618,6 +644,21 @@ local function merged(a, b)
   return t
 end
 
+-- Raises unless self (argument 1 of method fname) is a client.
+local function check_client(fname, self, level)
+  if getmetatable(self) ~= Client then
+    args.raise(fname, 1, "sluice.openai.client expected, got " .. type(self), level + 1)
+  end
+end
+
+-- Checks the arguments of client:chat or :complete (fname); returns opts.
+local function check_open(fname, self, body, opts, level)
+  check_client(fname, self, level + 1)
+  args.check(fname, 2, "body", body, "table", level + 1)
+  opts = args.options(fname, 3, opts, open_spec, level + 1)
+  return opts  -- not a tail call: the levels count this function
+end
+
 -- The secrets of a request: the client's, and those of its own headers.
 local function request_secrets(self, headers)
   if not headers then return self._secrets end
@@ -627,15 +668,7 @@ local function request_secrets(self, headers)
   return list
 end
 
-local open_keys = { stop_when = true, usage = true, continuous_usage = true, timeouts = true,
-                    headers = true, require_done = true, max_event_bytes = true }
-
 local function open(self, path, body, opts)
-  if type(body) ~= "table" then error("the request body must be a table", 3) end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not open_keys[k] then error("unknown option '" .. tostring(k) .. "'", 3) end
-  end
   local req = {}
   for k, v in pairs(body) do req[k] = v end
   req.stream = true
@@ -675,16 +708,19 @@ end
 -- stream = true. opts: stop_when = policy, usage = true | "continuous",
 -- timeouts, headers, require_done (default true), max_event_bytes.
 function Client:chat(body, opts)
+  opts = check_open("client:chat", self, body, opts, 2)
   return open(self, "/chat/completions", body, opts)
 end
 
 -- client:complete(body, opts) -> stream: POST {base_url}/completions.
 function Client:complete(body, opts)
+  opts = check_open("client:complete", self, body, opts, 2)
   return open(self, "/completions", body, opts)
 end
 
 -- client:models() -> list of model ids | nil, err
 function Client:models()
+  check_client("client:models", self, 2)
   local res, err = sluice.fetch(with_transport(self, { url = self.base_url .. "/models",
                                                       headers = self._headers, timeouts = self.timeouts }))
   if not res then return nil, err end

@@ -47,6 +47,43 @@ local BODY = { model = "mock-model", messages = { { role = "user", content = "hi
 -- ---------------------------------------------------------------------------
 -- openai.client
 
+T.case("TLS off by accident: openai.client insecure='false'", function()
+  for _, v in ipairs { "false", "no", "0", 0, "true" } do
+    local err = argerror(function() openai.client { base_url = BASE, insecure = v } end,
+                         "openai.client: option 'insecure' must be true or false, got " .. type(v),
+                         "insecure = " .. tostring(v))
+    T.contains(err, "bad argument #1 to 'client' (openai.client: option 'insecure'", "the whole form")
+  end
+  argerror(function() openai.client { base_url = BASE, http2 = "true" } end,
+           "openai.client: option 'http2' must be true or false, got string", "http2")
+  -- booleans still work
+  T.eq(client({ insecure = false, http2 = true }).transport.insecure, false, "insecure = false")
+end)
+
+T.case("unknown keys at every depth: openai.client", function()
+  local err = argerror(function() openai.client { base_url = BASE, timeouts = { frist_byte = 1 } } end,
+                       "openai.client: unknown option 'timeouts.frist_byte'", "timeouts.frist_byte")
+  T.contains(err, "bad argument #1 to 'client' (openai.client: unknown option 'timeouts.frist_byte')", "form")
+  argerror(function() openai.client { base_url = BASE, insecur = true } end,
+           "openai.client: unknown option 'insecur'", "top level")
+  argerror(function() openai.client { base_url = BASE, [1] = "x" } end,
+           "openai.client: option names are strings, got a number key", "a list item")
+  argerror(function() openai.client { base_url = BASE, timeouts = { 5 } } end,
+           "openai.client: option names are strings, got a number key in timeouts.", "nested list item")
+end)
+
+T.case("unknown keys at every depth: chat and complete options", function()
+  local c = client()
+  argerror(function() c:chat(BODY, { stopwhen = policy.max_tokens(1) }) end,
+           "bad argument #2 to 'chat' (client:chat: unknown option 'stopwhen')", "chat")
+  argerror(function() c:chat(BODY, { timeouts = { frist_byte = 1 } }) end,
+           "client:chat: unknown option 'timeouts.frist_byte'", "chat timeouts")
+  argerror(function() c:complete(BODY, { timeouts = { totl = 1 } }) end,
+           "bad argument #2 to 'complete' (client:complete: unknown option 'timeouts.totl')", "complete")
+  argerror(function() c:chat(BODY, { insecure = true }) end,
+           "client:chat: unknown option 'insecure'", "a client option is not a request option")
+end)
+
 T.case("unknown keys at every depth: policy constructors", function()
   local p = policy.max_tokens(5)
   argerror(function() policy.stop_on("x", { trimm = true }) end,
@@ -65,6 +102,78 @@ end)
 
 -- ---------------------------------------------------------------------------
 -- Wrong types
+
+T.case("wrong types: base_url = 42 is an argument error, not 'attempt to index a number value'", function()
+  argerror(function() openai.client { base_url = 42 } end,
+           "bad argument #1 to 'client' (openai.client: option 'base_url' must be a string, got number)", "42")
+  argerror(function() openai.client { base_url = "ftp://user:hunter2@example.com/v1" } end,
+           "openai.client: option 'base_url' must be an http:// or https:// URL", "ftp", { "hunter2" })
+  argerror(function() openai.client { base_url = "localhost:8000/v1" } end,
+           "openai.client: option 'base_url' must be an http:// or https:// URL", "no scheme")
+  argerror(function() openai.client { base_url = "http://h/v1\r\nX: y" } end,
+           "openai.client: option 'base_url' must not contain control characters", "CR LF in the URL")
+  argerror(function() openai.client "http://h/v1" end,
+           "openai.client: options must be a table, got string", "not a table")
+  argerror(function() openai.client { base_url = BASE, api_key = 42 } end,
+           "openai.client: option 'api_key' must be a string, got number", "api_key")
+  argerror(function() openai.client { base_url = BASE, model = {} } end,
+           "openai.client: option 'model' must be a string, got table", "model")
+  argerror(function() openai.client { base_url = BASE, ca_file = true } end,
+           "openai.client: option 'ca_file' must be a string, got boolean", "ca_file")
+  argerror(function() openai.client { base_url = BASE, proxy = "http://p\n" } end,
+           "openai.client: option 'proxy' must not contain CR, LF or NUL", "proxy")
+  argerror(function() openai.client { base_url = BASE, timeouts = 5 } end,
+           "openai.client: option 'timeouts' must be a table, got number", "timeouts")
+  argerror(function() openai.client { base_url = BASE, timeouts = { idle = "5" } } end,
+           "openai.client: option 'timeouts.idle' must be a number of seconds (or false), got string", "idle")
+  argerror(function() openai.client { base_url = BASE, headers = "X-A: 1" } end,
+           "openai.client: option 'headers' must be a table, got string", "headers")
+  argerror(function() openai.client { base_url = BASE, headers = { ["X A"] = "1" } } end,
+           "openai.client: option 'headers' has a name that is not a token", "header name")
+  argerror(function() openai.client { base_url = BASE, headers = { "x" } } end,
+           "openai.client: option 'headers' must map names (strings) to values, got a number key", "header list")
+  argerror(function() openai.client { base_url = BASE, headers = { ["X-A"] = true } } end,
+           "openai.client: option 'headers' value of 'X-A' must be a string, got boolean", "header value")
+  argerror(function() openai.client { base_url = BASE, headers = { ["X-A"] = "a\nX-Injected: 1" } } end,
+           "openai.client: option 'headers' value of 'X-A' must not contain CR, LF or NUL", "header CR LF",
+           { "X-Injected" })
+end)
+
+T.case("wrong types: chat and complete arguments", function()
+  local c = client()
+  argerror(function() c:chat("hello") end,
+           "bad argument #1 to 'chat' (client:chat: body must be a table, got string)", "body")
+  argerror(function() c:complete(nil) end, "client:complete: body is required", "no body")
+  argerror(function() c:chat(BODY, "fast") end,
+           "client:chat: options must be a table, got string", "opts")
+  argerror(function() c.chat(BODY, {}) end,
+           "bad argument #1 to 'chat' (sluice.openai.client expected, got table)", "self")
+  argerror(function() c.models() end,
+           "bad argument #1 to 'models' (sluice.openai.client expected, got nil)", "models self")
+  argerror(function() c:chat(BODY, { stop_when = 20 }) end,
+           "client:chat: option 'stop_when' must be a policy", "stop_when")
+  argerror(function() c:chat(BODY, { stop_when = { reason = "x" } }) end,
+           "client:chat: option 'stop_when' must be a policy", "stop_when table without check")
+  argerror(function() c:chat(BODY, { usage = "yes" }) end,
+           "client:chat: option 'usage' must be true, false or \"continuous\"", "usage")
+  argerror(function() c:chat(BODY, { require_done = "false" }) end,
+           "client:chat: option 'require_done' must be true or false, got string", "require_done")
+  argerror(function() c:chat(BODY, { max_event_bytes = 0 }) end,
+           "client:chat: option 'max_event_bytes' must be at least 1", "max_event_bytes 0")
+  argerror(function() c:chat(BODY, { max_event_bytes = 1.5 }) end,
+           "client:chat: option 'max_event_bytes' must be an integer, got a fraction", "max_event_bytes 1.5")
+  argerror(function() c:chat(BODY, { headers = { ["X-A"] = "a\r\nb" } }) end,
+           "client:chat: option 'headers' value of 'X-A' must not contain CR, LF or NUL", "headers")
+  argerror(function() c:chat(BODY, { timeouts = { idle = -1 } }) end,
+           "client:chat: option 'timeouts.idle' must not be negative", "timeouts")
+  -- what is right still goes through, and a stream's cancel takes a string
+  local chat = c:chat(BODY, { usage = "continuous", require_done = false, max_event_bytes = 4096.0,
+                              timeouts = { idle = false, total = math.huge }, headers = { ["X-N"] = 7 },
+                              stop_when = function() end })
+  argerror(function() chat:cancel(5) end,
+           "bad argument #1 to 'cancel' (chat:cancel: reason must be a string, got number)", "cancel")
+  T.eq(chat:result().error, nil, "a valid request runs")
+end)
 
 T.case("wrong types: policy constructors", function()
   argerror(function() policy.max_tokens("5") end,
@@ -113,7 +222,54 @@ T.case("wrong types: policy constructors", function()
 end)
 
 -- ---------------------------------------------------------------------------
+-- Times
+
+T.case("times: NaN and negative raise, huge means never, false means none", function()
+  local nan = 0 / 0
+  for _, name in ipairs { "deadline", "ttft", "idle" } do
+    argerror(function() policy[name](nan) end,
+             ("policy.%s: seconds must be a number of seconds, not NaN"):format(name),
+             name .. "(NaN)")
+    argerror(function() policy[name](-0.5) end, ("policy.%s: seconds must not be negative"):format(name),
+             name .. "(-0.5)")
+    argerror(function() policy[name]("1") end, ("policy.%s: seconds must be a number of seconds"):format(name),
+             name .. "('1')")
+    for _, huge in ipairs { math.huge, 1e300 } do
+      local inst = policy.start(policy[name](huge))
+      T.eq(inst.deadline, nil, name .. "(" .. huge .. "): no deadline to wake up for")
+      local st = policy.state({ text = function() return "" end }, 0)
+      st.now = 1e15
+      T.eq(inst.check(inst, st), nil, name .. "(" .. huge .. ") never fires")
+    end
+  end
+  argerror(function() openai.client { base_url = BASE, timeouts = { first_byte = nan } } end,
+           "openai.client: option 'timeouts.first_byte' must be a number of seconds, not NaN", "client NaN")
+  argerror(function() openai.client { base_url = BASE, timeouts = { connect = -1 } } end,
+           "openai.client: option 'timeouts.connect' must not be negative", "client negative")
+  argerror(function() client():chat(BODY, { timeouts = { total = nan } }) end,
+           "client:chat: option 'timeouts.total' must be a number of seconds, not NaN", "chat NaN")
+  -- huge and false: no limit; the request runs to its end
+  local c = client { timeouts = { connect = false, first_byte = math.huge, idle = 1e300, total = false } }
+  local chat = c:chat(BODY, { stop_when = policy.any { policy.deadline(math.huge), policy.idle(1e300) } })
+  local res = chat:result()
+  T.eq(res.error, nil, "no error")
+  T.eq(res.finish_reason, "length", "ran to the end")
+end)
+
+-- ---------------------------------------------------------------------------
 -- Secrets
+
+T.case("header injection through api_key", function()
+  for _, key in ipairs { "sk-SECRET-1\r\nX-Injected: 1", "sk-SECRET-2\n", "sk-SECRET-3\0tail" } do
+    argerror(function() openai.client { base_url = BASE, api_key = key } end,
+                         "bad argument #1 to 'client' (openai.client: option 'api_key' must not contain CR, LF or NUL)",
+                         ("api_key %q"):format(key), { "sk-SECRET", "X-Injected", "tail" })
+  end
+  -- the same through a header: named, never shown
+  argerror(function() openai.client { base_url = BASE, headers = { Authorization = "Bearer sk-SECRET-4\r\n" } } end,
+           "openai.client: option 'headers' value of 'Authorization' must not contain CR, LF or NUL",
+           "Authorization", { "sk-SECRET" })
+end)
 
 -- A child sluice running code with env (and the mock's URL as URL); returns
 -- its result, or nil, err (kind "timeout" when it hung and was killed after
@@ -124,6 +280,20 @@ local function child(code, env)
   for k, v in pairs(env or {}) do e[k] = v end
   return sluice.exec({ os.getenv("SLUICE_BIN"), "-e", code }, { env = e, timeout = 20 })
 end
+
+T.case("keys and URLs from the environment are checked at openai.client", function()
+  local code = [[require("sluice.openai").client()]]
+  local r = assert(child(code, { OPENAI_BASE_URL = "localhost:8000/v1", OPENAI_API_KEY = "k" }))
+  T.eq(r.code, 1, "status")
+  T.contains(r.stderr, "(command line):1: openai.client: $OPENAI_BASE_URL must be an http:// or https:// URL",
+             "base URL")
+  r = assert(child(code, { OPENAI_BASE_URL = BASE, OPENAI_API_KEY = "sk-SECRET-ENV\nX-Injected: 1" }))
+  T.eq(r.code, 1, "status")
+  T.contains(r.stderr, "(command line):1: openai.client: $OPENAI_API_KEY must not contain CR, LF or NUL", "key")
+  T.ok(not r.stderr:find("SECRET", 1, true), "the key is not shown")
+  r = assert(child(code .. [[ print("ok")]], { OPENAI_BASE_URL = BASE .. "/", OPENAI_API_KEY = "k" }))
+  T.eq(r.stdout, "ok\n", "a good environment still works: " .. r.stderr)
+end)
 
 -- The child: for each way an error reaches the script (an HTTP error whose
 -- body echoes the key; an error chunk and an SSE error event whose message

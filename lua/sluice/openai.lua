@@ -5,11 +5,12 @@
 local sluice = require "sluice"
 local cjson = require "cjson"
 local policy = require "sluice.policy"
+local args = require "sluice.args"
 
 local decode = require("cjson.safe").decode
 local null = cjson.null
-local now = sluice.now
-local concat, sub, find, format = table.concat, string.sub, string.find, string.format
+local now, redact = sluice.now, sluice.redact
+local concat, sub, format = table.concat, string.sub, string.format
 local type, setmetatable, pairs = type, setmetatable, pairs
 local chars = policy.chars
 
@@ -35,6 +36,15 @@ local function str(v)
   if type(v) == "number" then return format("%g", v) end
 end
 
+-- Text from the server as it goes into an error, without the request's
+-- secrets (nil: none, or the text came through the core, which has already
+-- taken them out). The one place the Lua layer redacts: sluice.redact, one
+-- pass in C.
+local function clean(text, secrets)
+  if secrets and type(text) == "string" then return redact(text, secrets) end
+  return text
+end
+
 -- A code as the server gave it (400 or "invalid_api_key"), nil for anything else.
 local function scalar(v)
   local t = type(v)
@@ -52,35 +62,40 @@ local function error_fields(doc)
   if doc.object == "error" or type(doc.message) == "string" then return doc end
 end
 
--- An HTTP error from the core, with the server's message, type and code.
-local function http_error(err)
+-- An HTTP error (the core's, or {status, body} of a fetch), with the
+-- server's message, type and code; secrets as for clean().
+local function http_error(err, secrets)
   local e = error_fields(decode(err.body or ""))
+  local body = clean(err.body, secrets)
   local status = err.status
-  local msg = e and str(e.message)
+  local msg = e and clean(str(e.message), secrets)
   if not msg or msg == "" then
-    local body = err.body and err.body:gsub("%s+", " "):sub(1, 200)
-    msg = (body and body ~= "") and body or ("status " .. tostring(status))
+    local text = body and body:gsub("%s+", " "):sub(1, 200)
+    msg = (text and text ~= "") and text or ("status " .. tostring(status))
   end
   return new_error("http", format("http %s: %s", tostring(status), msg), {
-    status = status, body = err.body,
-    type = e and str(e.type), code = e and scalar(e.code), param = e and str(e.param),
+    status = status, body = body,
+    type = e and clean(str(e.type), secrets), code = e and scalar(e.code),
+    param = e and clean(str(e.param), secrets),
   })
 end
 
 -- An error the server reported inside a 200 stream (an error chunk or an SSE
 -- `event: error`): kind "http" like any error the server reports, with
--- in_stream = true, and status when the error carries an HTTP code.
-local function server_error(doc, data, how)
+-- in_stream = true, and status when the error carries an HTTP code. The
+-- stream's data has not been through the core's redaction: secrets do it.
+local function server_error(doc, data, how, secrets)
   local e = error_fields(doc)
-  local msg = e and str(e.message)
-  if not msg or msg == "" then msg = data:gsub("%s+", " "):sub(1, 200) end
+  local body = clean(data, secrets)
+  local msg = e and clean(str(e.message), secrets)
+  if not msg or msg == "" then msg = body:gsub("%s+", " "):sub(1, 200) end
   local code = e and scalar(e.code)
   local status = type(code) == "number" and math.tointeger(code)  -- cjson gives 500.0
   if status and (status < 100 or status > 599) then status = nil end
   return new_error("http", format("server error in the stream (%s): %s", how, msg), {
     status = status or nil, in_stream = true,
-    type = e and str(e.type), code = code, param = e and str(e.param),
-    body = data,
+    type = e and clean(str(e.type), secrets), code = code, param = e and clean(str(e.param), secrets),
+    body = body,
   })
 end
 
@@ -261,20 +276,6 @@ local function add_content(self, text)
 end
 
 local function fail(self, err)
-  local key = self.key
-  if key then  -- also what the server said in the stream (the core's text is already clean)
-    local function clean(v)
-      if type(v) ~= "string" then return v end
-      local out = v
-      local i = find(out, key, 1, true)
-      while i do
-        out = sub(out, 1, i - 1) .. "[redacted]" .. sub(out, i + #key)
-        i = find(out, key, 1, true)
-      end
-      return out
-    end
-    err.message, err.body = clean(err.message), clean(err.body)
-  end
   self.over = true
   self.error = err
   self.s:cancel(err.message)  -- does nothing once the stream is over
@@ -303,7 +304,7 @@ local function on_event(self, ev)
   local data = ev.data
   if ev.event ~= "message" then
     if ev.event == "error" then
-      fail(self, server_error(decode(data), data, "error event"))
+      fail(self, server_error(decode(data), data, "error event", self.secrets))
     end
     return nil  -- other event types are not part of the protocol
   end
@@ -327,11 +328,13 @@ local function on_event(self, ev)
   end
   local content, reasoning, finish, tools, usage, err = decode_chunk(data)
   if err ~= nil then
+    local secrets = self.secrets
     if err == false then
-      fail(self, new_error("protocol", "malformed chunk (not JSON): " .. data:gsub("%s+", " "):sub(1, 120),
-                           { body = data }))
+      local body = clean(data, secrets)
+      fail(self, new_error("protocol", "malformed chunk (not JSON): " .. body:gsub("%s+", " "):sub(1, 120),
+                           { body = body }))
     else
-      fail(self, server_error(err, data, "error chunk"))
+      fail(self, server_error(err, data, "error chunk", secrets))
     end
     return nil
   end
@@ -507,6 +510,9 @@ end
 -- Stops generation now: the connection is closed before this returns. Not an
 -- error: a loop over deltas() or events() just ends.
 function Chat:cancel(reason)
+  if reason ~= nil and type(reason) ~= "string" then
+    args.raise("chat:cancel", 2, "chat:cancel: reason must be a string, got " .. type(reason), 2)
+  end
   stop(self, reason or "cancelled")
 end
 
@@ -556,8 +562,35 @@ Client.__index = Client
 
 -- Connection options passed as they are to every request of a client.
 local transport_keys = { "insecure", "ca_file", "proxy", "http2" }
-local client_keys = { base_url = true, api_key = true, headers = true, timeouts = true, model = true }
-for _, k in ipairs(transport_keys) do client_keys[k] = true end
+
+-- What openai.client, client:chat and client:complete take (see sluice.args).
+local timeouts_spec = { connect = "seconds", first_byte = "seconds", idle = "seconds", total = "seconds" }
+local client_spec = {
+  base_url = "url", api_key = "line", headers = "headers", timeouts = timeouts_spec, model = "string",
+  insecure = "flag", ca_file = "string", proxy = "line", http2 = "flag",
+}
+local open_spec = {
+  stop_when = policy.kind, require_done = "flag", continuous_usage = "flag",
+  usage = function(v)
+    if v ~= true and v ~= false and v ~= "continuous" then return 'must be true, false or "continuous"' end
+  end,
+  timeouts = timeouts_spec, headers = "headers", max_event_bytes = "count",
+}
+
+-- Header values the core keeps out of its errors, and so do we: adds to list
+-- the values of such headers and the token of "Bearer TOKEN".
+local secret_headers = { authorization = true, ["proxy-authorization"] = true, ["x-api-key"] = true,
+                         ["api-key"] = true, cookie = true }
+local function add_secrets(list, headers)
+  for name, v in pairs(headers) do
+    if secret_headers[name:lower()] and type(v) == "string" and v ~= "" then
+      list[#list + 1] = v
+      local sp = v:find(" ", 1, true)
+      if sp and sp < #v then list[#list + 1] = v:sub(sp + 1) end
+    end
+  end
+  return list
+end
 
 -- Adds the client's connection options to request options t; returns t.
 local function with_transport(self, t)
@@ -568,23 +601,34 @@ end
 -- openai.client{base_url=, api_key=, headers=, timeouts=, model=, insecure=,
 -- ca_file=, proxy=, http2=}: base_url defaults to $OPENAI_BASE_URL (else OpenAI's),
 -- api_key to $OPENAI_API_KEY; the key is sent as "Authorization: Bearer".
+-- Everything is checked here as the core checks its own options (sluice.args):
+-- misuse raises now, naming openai.client, not at the first request.
 function openai.client(o)
-  o = o or {}
-  for k in pairs(o) do
-    if not client_keys[k] then error("openai.client: unknown option '" .. tostring(k) .. "'", 2) end
+  o = args.options("openai.client", 1, o, client_spec, 2)
+  local base = o.base_url
+  if base == nil then
+    base = os.getenv("OPENAI_BASE_URL")
+    if base == "" then base = nil end
+    if base and args.kinds.url(base) then
+      error("openai.client: $OPENAI_BASE_URL must be an http:// or https:// URL", 2)
+    end
   end
-  local base = o.base_url or os.getenv("OPENAI_BASE_URL")
-  if not base or base == "" then base = "https://api.openai.com/v1" end
-  base = base:gsub("/+$", "")
+  base = (base or "https://api.openai.com/v1"):gsub("/+$", "")
   local key = o.api_key
-  if key == nil then key = os.getenv("OPENAI_API_KEY") end
+  if key == nil then
+    key = os.getenv("OPENAI_API_KEY")
+    if key and args.kinds.line(key) then
+      error("openai.client: $OPENAI_API_KEY must not contain CR, LF or NUL", 2)
+    end
+  end
   local headers = {}
   for k, v in pairs(o.headers or {}) do headers[k] = v end
   if key and key ~= "" then headers.Authorization = "Bearer " .. key end
   local transport = {}
   for _, k in ipairs(transport_keys) do transport[k] = o[k] end
+  local secrets = add_secrets({}, headers)
   return setmetatable({ base_url = base, model = o.model, timeouts = o.timeouts, transport = transport,
-                        _headers = headers, _key = key ~= "" and key or nil }, Client)
+                        _headers = headers, _secrets = secrets[1] and secrets or nil }, Client)
 end
 
 function Client:__tostring()
@@ -600,15 +644,31 @@ local function merged(a, b)
   return t
 end
 
-local open_keys = { stop_when = true, usage = true, continuous_usage = true, timeouts = true,
-                    headers = true, require_done = true, max_event_bytes = true }
+-- Raises unless self (argument 1 of method fname) is a client.
+local function check_client(fname, self, level)
+  if getmetatable(self) ~= Client then
+    args.raise(fname, 1, "sluice.openai.client expected, got " .. type(self), level + 1)
+  end
+end
+
+-- Checks the arguments of client:chat or :complete (fname); returns opts.
+local function check_open(fname, self, body, opts, level)
+  check_client(fname, self, level + 1)
+  args.check(fname, 2, "body", body, "table", level + 1)
+  opts = args.options(fname, 3, opts, open_spec, level + 1)
+  return opts  -- not a tail call: the levels count this function
+end
+
+-- The secrets of a request: the client's, and those of its own headers.
+local function request_secrets(self, headers)
+  if not headers then return self._secrets end
+  local list = add_secrets({}, headers)
+  if not list[1] then return self._secrets end
+  for _, v in ipairs(self._secrets or {}) do list[#list + 1] = v end
+  return list
+end
 
 local function open(self, path, body, opts)
-  if type(body) ~= "table" then error("the request body must be a table", 3) end
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not open_keys[k] then error("unknown option '" .. tostring(k) .. "'", 3) end
-  end
   local req = {}
   for k, v in pairs(body) do req[k] = v end
   req.stream = true
@@ -636,7 +696,7 @@ local function open(self, path, body, opts)
     tools = false, tool_order = false, calls = {},
     finish_reason = nil, stop_reason = nil, usage = nil, usage_tokens = nil, usage_at = 0,
     got_done = false, require_done = opts.require_done ~= false,
-    error = nil, first_at = nil, key = self._key, last_content = false,
+    error = nil, first_at = nil, secrets = request_secrets(self, opts.headers), last_content = false,
     emit = false, queue = false, qhead = 1, qtail = 0,
     pol = pol or false, timed = pol and pol.deadline ~= nil or false, st = false,
   }, Chat)
@@ -648,21 +708,24 @@ end
 -- stream = true. opts: stop_when = policy, usage = true | "continuous",
 -- timeouts, headers, require_done (default true), max_event_bytes.
 function Client:chat(body, opts)
+  opts = check_open("client:chat", self, body, opts, 2)
   return open(self, "/chat/completions", body, opts)
 end
 
 -- client:complete(body, opts) -> stream: POST {base_url}/completions.
 function Client:complete(body, opts)
+  opts = check_open("client:complete", self, body, opts, 2)
   return open(self, "/completions", body, opts)
 end
 
 -- client:models() -> list of model ids | nil, err
 function Client:models()
+  check_client("client:models", self, 2)
   local res, err = sluice.fetch(with_transport(self, { url = self.base_url .. "/models",
                                                       headers = self._headers, timeouts = self.timeouts }))
   if not res then return nil, err end
-  if res.status >= 400 then
-    return nil, http_error { status = res.status, body = res.body }
+  if res.status >= 400 then  -- a fetch's body is as the server sent it
+    return nil, http_error({ status = res.status, body = res.body }, self._secrets)
   end
   local doc = decode(res.body)
   local ids = {}

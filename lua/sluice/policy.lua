@@ -17,11 +17,15 @@
 -- previous generated chunk), first_at, last_at (times of the first and latest
 -- generated chunk, false before), reasoning (built on demand). trim_at, when
 -- given, is the byte position in the content where text() should be cut.
+local args = require "sluice.args"
+
 local policy = {}
 
 local find, sub, format, concat = string.find, string.sub, string.format, table.concat
+local type, pairs, mtype = type, pairs, math.type
 local utf8len = utf8.len
 local huge = math.huge
+local raise, check, options = args.raise, args.check, args.options
 
 local Policy = { __name = "sluice.policy" }
 Policy.__index = Policy
@@ -53,30 +57,48 @@ local function seconds(s)
   return format("%gs", s)
 end
 
-local function check_number(v, what, integer)
-  if type(v) ~= "number" or v < 0 or (integer and math.type(v) ~= "integer" and v ~= math.floor(v)) then
-    error(what .. " must be a non-negative " .. (integer and "integer" or "number"), 3)
+-- Is p something policy.start takes?
+local function is_policy(p)
+  local t = type(p)
+  if t == "function" then return true end
+  return t == "table" and (type(p.start) == "function" or type(p.check) == "function")
+end
+
+-- The argument kind "a policy" (args.options), e.g. for stop_when.
+function policy.kind(v)
+  if not is_policy(v) then
+    return "must be a policy (a sluice.policy value, a function or a table with a check "
+           .. "function), got " .. type(v)
   end
-  return v
 end
 
 -- policy.start(p) -> instance: p is a policy value, a function
 -- fn(state) -> reason|nil, or a table with check (and optionally deadline and
 -- start). Functions returning true (not a string) stop with reason "function".
 function policy.start(p)
-  local t = type(p)
-  if t == "function" then
+  check("policy.start", 1, "p", p, policy.kind, 2)
+  if type(p) == "function" then
     return {
       check = function(_, state)
         local r = p(state)
         if r then return type(r) == "string" and r or "function" end
       end,
     }
-  elseif t == "table" then
-    if p.start then return p:start() end
-    if type(p.check) == "function" then return p end
   end
-  error("not a policy: " .. tostring(p), 2)
+  if type(p.start) == "function" then return p:start() end
+  return p
+end
+
+-- A policy that never fires (a time policy given no limit).
+local never_inst = { check = function() end }
+local function never(name)
+  return define(name, function() return never_inst end)
+end
+
+-- A time argument: seconds >= 0; math.huge (or any huge number) means never.
+local function time_arg(fname, s)
+  s = args.seconds(fname, 1, s, 3)
+  return s  -- not a tail call: the levels count this function
 end
 
 -- ---------------------------------------------------------------------------
@@ -85,7 +107,6 @@ end
 -- A budget: stops once state[field] reaches n. It keeps no state of its own,
 -- so every stream shares the one instance.
 local function budget(name, field, n)
-  check_number(n, name, true)
   local reason = name .. ":" .. format("%d", n)
   local inst = { check = function(_, state)
     if state[field] >= n then return reason end
@@ -95,10 +116,16 @@ end
 
 -- max_tokens(n): the server's continuous usage count when it sends one, else
 -- one token per generated chunk (content, reasoning or tool-call pieces).
-function policy.max_tokens(n) return budget("max_tokens", "tokens", n) end
+function policy.max_tokens(n)
+  check("policy.max_tokens", 1, "n", n, args.integer(0), 2)
+  return budget("max_tokens", "tokens", n)
+end
 
 -- max_chars(n): characters (UTF-8 code points) of content.
-function policy.max_chars(n) return budget("max_chars", "chars", n) end
+function policy.max_chars(n)
+  check("policy.max_chars", 1, "n", n, args.integer(0), 2)
+  return budget("max_chars", "chars", n)
+end
 
 -- ---------------------------------------------------------------------------
 -- Text
@@ -108,20 +135,32 @@ function policy.max_chars(n) return budget("max_chars", "chars", n) end
 -- before are searched again with each new piece, never the whole text.
 -- trim = true cuts text() before the match, like a server-side stop sequence.
 function policy.stop_on(strings, opts)
+  local F = "policy.stop_on"
+  opts = options(F, 2, opts, { trim = "flag" }, 2)
   if type(strings) == "string" then strings = { strings } end
-  if type(strings) ~= "table" then error("stop_on takes a string or a list of strings", 2) end
-  opts = opts or {}
+  if type(strings) ~= "table" then
+    raise(F, 1, F .. ": strings must be a string or a list of strings, got " .. type(strings), 2)
+  end
+  local count = #strings
+  local rest = {}  -- the options written into the list: trim
+  for k, v in pairs(strings) do
+    if not (mtype(k) == "integer" and k >= 1 and k <= count) then rest[k] = v end
+  end
+  options(F, 1, rest, { trim = "flag" }, 2)
+  if count == 0 then raise(F, 1, F .. ": strings must hold at least one string", 2) end
   local trim = strings.trim or opts.trim or false
   local needles, reasons, longest = {}, {}, 0
-  for i, s in ipairs(strings) do
-    if type(s) ~= "string" or s == "" then error("stop_on: strings must be non-empty", 2) end
+  for i = 1, count do
+    local s = strings[i]
+    if type(s) ~= "string" then
+      raise(F, 1, format("%s: strings[%d] must be a string, got %s", F, i, type(s)), 2)
+    end
+    if s == "" then raise(F, 1, format("%s: strings[%d] must not be empty", F, i), 2) end
     needles[i] = s
     reasons[i] = "stop_on:" .. quote(s)
     if #s > longest then longest = #s end
   end
-  if #needles == 0 then error("stop_on needs at least one string", 2) end
   local keep = longest - 1
-  local count = #needles
   local name = count == 1 and reasons[1] or "stop_on"
   return define(name, function()
     local carry = ""
@@ -149,9 +188,11 @@ end
 -- the window may be missed). A pattern anchored with ^ is tried only while the
 -- text is shorter than the window.
 function policy.match(pattern, opts)
-  if type(pattern) ~= "string" or pattern == "" then error("match takes a Lua pattern", 2) end
-  opts = opts or {}
-  local window = check_number(opts.window or 256, "match window", true)
+  local F = "policy.match"
+  check(F, 1, "pattern", pattern, "string", 2)
+  if pattern == "" then raise(F, 1, F .. ": pattern must not be empty", 2) end
+  opts = options(F, 2, opts, { window = args.integer(1), trim = "flag" }, 2)
+  local window = opts.window or 256
   local trim = opts.trim or false
   local anchored = sub(pattern, 1, 1) == "^"
   local reason = "match:" .. pattern
@@ -176,12 +217,12 @@ end
 -- non-space characters, punctuation included) repeated `times` times in a
 -- row. Work per new word is bounded by window * times comparisons.
 function policy.repetition(opts)
-  opts = opts or {}
-  local window = check_number(opts.window or 20, "repetition window", true)
-  local times = check_number(opts.times or 4, "repetition times", true)
-  local min = check_number(opts.min or 1, "repetition min", true)
-  if window < 1 or times < 2 or min < 1 or min > window then
-    error("repetition needs window >= min >= 1 and times >= 2", 2)
+  local F = "policy.repetition"
+  opts = options(F, 1, opts, { window = args.integer(1), times = args.integer(2),
+                               min = args.integer(1) }, 2)
+  local window, times, min = opts.window or 20, opts.times or 4, opts.min or 1
+  if min > window then
+    raise(F, 1, F .. ": option 'min' must not be greater than option 'window'", 2)
   end
   local keep = window * times
   local name = format("repetition{window=%d,times=%d}", window, times)
@@ -244,7 +285,8 @@ end
 
 -- deadline(s): s seconds after the request started.
 function policy.deadline(s)
-  check_number(s, "deadline")
+  s = time_arg("policy.deadline", s)
+  if s == huge then return never("deadline:never") end
   local reason = "deadline:" .. seconds(s)
   local inst = {
     check = function(_, state)
@@ -257,7 +299,8 @@ end
 
 -- ttft(s): no generated token s seconds after the request started.
 function policy.ttft(s)
-  check_number(s, "ttft")
+  s = time_arg("policy.ttft", s)
+  if s == huge then return never("ttft:never") end
   local reason = "ttft:" .. seconds(s)
   local inst = {
     check = function(_, state)
@@ -273,7 +316,8 @@ end
 -- idle(s): no generated token for s seconds (counted from the request start
 -- until the first one). Keep-alive comments such as `: ping` do not count.
 function policy.idle(s)
-  check_number(s, "idle")
+  s = time_arg("policy.idle", s)
+  if s == huge then return never("idle:never") end
   local reason = "idle:" .. seconds(s)
   local inst = {
     check = function(_, state)
@@ -287,8 +331,25 @@ end
 -- ---------------------------------------------------------------------------
 -- Combinators
 
-local function start_all(list, what)
-  if type(list) ~= "table" or #list == 0 then error(what .. " takes a non-empty list of policies", 3) end
+-- Raises unless list is a non-empty list of policies (argument 1 of fname).
+local function check_list(fname, list)
+  local what = fname .. ": list must be a non-empty list of policies"
+  if type(list) ~= "table" then raise(fname, 1, what .. ", got " .. type(list), 3) end
+  local count = #list
+  if count == 0 then raise(fname, 1, what, 3) end
+  for k in pairs(list) do
+    if not (mtype(k) == "integer" and k >= 1 and k <= count) then
+      raise(fname, 1, format("%s, got a %s key%s", what, type(k),
+                             type(k) == "string" and " '" .. k .. "'" or ""), 3)
+    end
+  end
+  for i = 1, count do
+    local why = policy.kind(list[i])
+    if why then raise(fname, 1, format("%s: list[%d] %s", fname, i, why), 3) end
+  end
+end
+
+local function start_all(list)
   local insts, timed, trim = {}, false, false
   for i, p in ipairs(list) do
     local inst = policy.start(p)
@@ -313,9 +374,9 @@ end
 
 -- any{p1, p2, ...}: stops as soon as one of them does, with its reason.
 function policy.any(list)
-  start_all(list, "any")  -- validate now
+  check_list("policy.any", list)
   return define("any", function()
-    local insts, timed, trim = start_all(list, "any")
+    local insts, timed, trim = start_all(list)
     local count = #insts
     local inst = { trim = trim, check = function(_, state)
       for i = 1, count do
@@ -332,9 +393,9 @@ end
 -- all{p1, p2, ...}: stops once every one of them has fired (each is latched
 -- when it fires); the reason lists theirs joined by " & ".
 function policy.all(list)
-  start_all(list, "all")
+  check_list("policy.all", list)
   return define("all", function()
-    local insts, timed = start_all(list, "all")
+    local insts, timed = start_all(list)
     local count, fired, reasons, nfired = #insts, {}, {}, 0
     local inst = { check = function(_, state)
       for i = 1, count do

@@ -1,7 +1,7 @@
 -- Checking what scripts pass to the public functions of the Lua layer, in the
 -- core's words (src/largs.c): misuse raises an argument error at the caller's
 -- line that names the function and the option as the script wrote it:
---   bad argument #1 to 'client' (openai.client: unknown option 'timeouts.frist_byte')
+--   bad argument #1 to 'openai.client' (openai.client: unknown option 'timeouts.frist_byte')
 -- A value is never echoed in a message: it may be a secret.
 --
 -- `level` arguments count as error()'s do in the function calling args: 2 is
@@ -17,19 +17,18 @@ local tointeger = math.tointeger
 -- src/runtime.h: what a millisecond timer can still count).
 args.NO_LIMIT = 9007199254740.992
 
--- Raises "bad argument #argn to 'name' (msg)" like luaL_argerror: name is
--- what the script called the function (its tail after '.' or ':' of fname
--- when unknown); a method call counts self out of argn.
+-- Raises "bad argument #argn to 'fname' (msg)" like luaL_argerror, naming
+-- the function as the core does (always its full name, e.g. 'openai.client',
+-- 'client:chat'); a method call counts self out of argn.
 local function raise(fname, argn, msg, level)
   local info = debug.getinfo(level, "n")  -- the public function
-  local name = info and info.name or fname:match("[^.:]+$")
   if info and info.namewhat == "method" then
     argn = argn - 1
     if argn == 0 then
-      error(format("calling '%s' on bad self (%s)", name, msg), level + 1)
+      error(format("calling '%s' on bad self (%s)", fname, msg), level + 1)
     end
   end
-  error(format("bad argument #%d to '%s' (%s)", argn, name, msg), level + 1)
+  error(format("bad argument #%d to '%s' (%s)", argn, fname, msg), level + 1)
 end
 args.raise = raise
 

@@ -52,7 +52,7 @@ T.case("TLS off by accident: openai.client insecure='false'", function()
     local err = argerror(function() openai.client { base_url = BASE, insecure = v } end,
                          "openai.client: option 'insecure' must be true or false, got " .. type(v),
                          "insecure = " .. tostring(v))
-    T.contains(err, "bad argument #1 to 'client' (openai.client: option 'insecure'", "the whole form")
+    T.contains(err, "bad argument #1 to 'openai.client' (openai.client: option 'insecure'", "the whole form")
   end
   argerror(function() openai.client { base_url = BASE, http2 = "true" } end,
            "openai.client: option 'http2' must be true or false, got string", "http2")
@@ -63,7 +63,7 @@ end)
 T.case("unknown keys at every depth: openai.client", function()
   local err = argerror(function() openai.client { base_url = BASE, timeouts = { frist_byte = 1 } } end,
                        "openai.client: unknown option 'timeouts.frist_byte'", "timeouts.frist_byte")
-  T.contains(err, "bad argument #1 to 'client' (openai.client: unknown option 'timeouts.frist_byte')", "form")
+  T.contains(err, "bad argument #1 to 'openai.client' (openai.client: unknown option 'timeouts.frist_byte')", "form")
   argerror(function() openai.client { base_url = BASE, insecur = true } end,
            "openai.client: unknown option 'insecur'", "top level")
   argerror(function() openai.client { base_url = BASE, [1] = "x" } end,
@@ -75,11 +75,11 @@ end)
 T.case("unknown keys at every depth: chat and complete options", function()
   local c = client()
   argerror(function() c:chat(BODY, { stopwhen = policy.max_tokens(1) }) end,
-           "bad argument #2 to 'chat' (client:chat: unknown option 'stopwhen')", "chat")
+           "bad argument #2 to 'client:chat' (client:chat: unknown option 'stopwhen')", "chat")
   argerror(function() c:chat(BODY, { timeouts = { frist_byte = 1 } }) end,
            "client:chat: unknown option 'timeouts.frist_byte'", "chat timeouts")
   argerror(function() c:complete(BODY, { timeouts = { totl = 1 } }) end,
-           "bad argument #2 to 'complete' (client:complete: unknown option 'timeouts.totl')", "complete")
+           "bad argument #2 to 'client:complete' (client:complete: unknown option 'timeouts.totl')", "complete")
   argerror(function() c:chat(BODY, { insecure = true }) end,
            "client:chat: unknown option 'insecure'", "a client option is not a request option")
 end)
@@ -87,13 +87,13 @@ end)
 T.case("unknown keys at every depth: policy constructors", function()
   local p = policy.max_tokens(5)
   argerror(function() policy.stop_on("x", { trimm = true }) end,
-           "bad argument #2 to 'stop_on' (policy.stop_on: unknown option 'trimm')", "stop_on opts")
+           "bad argument #2 to 'policy.stop_on' (policy.stop_on: unknown option 'trimm')", "stop_on opts")
   argerror(function() policy.stop_on { "x", trimm = true } end,
-           "bad argument #1 to 'stop_on' (policy.stop_on: unknown option 'trimm')", "stop_on list")
+           "bad argument #1 to 'policy.stop_on' (policy.stop_on: unknown option 'trimm')", "stop_on list")
   argerror(function() policy.match("x", { windwo = 3 }) end,
-           "bad argument #2 to 'match' (policy.match: unknown option 'windwo')", "match")
+           "bad argument #2 to 'policy.match' (policy.match: unknown option 'windwo')", "match")
   argerror(function() policy.repetition { windwo = 3 } end,
-           "bad argument #1 to 'repetition' (policy.repetition: unknown option 'windwo')", "repetition")
+           "bad argument #1 to 'policy.repetition' (policy.repetition: unknown option 'windwo')", "repetition")
   argerror(function() policy.any { p, frist = p } end, "policy.any: list must be a non-empty list of "
            .. "policies, got a string key 'frist'", "any")
   argerror(function() policy.all { p, [3] = p } end, "policy.all: list must be a non-empty list of "
@@ -105,7 +105,7 @@ end)
 
 T.case("wrong types: base_url = 42 is an argument error, not 'attempt to index a number value'", function()
   argerror(function() openai.client { base_url = 42 } end,
-           "bad argument #1 to 'client' (openai.client: option 'base_url' must be a string, got number)", "42")
+           "bad argument #1 to 'openai.client' (openai.client: option 'base_url' must be a string, got number)", "42")
   argerror(function() openai.client { base_url = "ftp://user:hunter2@example.com/v1" } end,
            "openai.client: option 'base_url' must be an http:// or https:// URL", "ftp", { "hunter2" })
   argerror(function() openai.client { base_url = "localhost:8000/v1" } end,
@@ -142,14 +142,14 @@ end)
 T.case("wrong types: chat and complete arguments", function()
   local c = client()
   argerror(function() c:chat("hello") end,
-           "bad argument #1 to 'chat' (client:chat: body must be a table, got string)", "body")
+           "bad argument #1 to 'client:chat' (client:chat: body must be a table, got string)", "body")
   argerror(function() c:complete(nil) end, "client:complete: body is required", "no body")
   argerror(function() c:chat(BODY, "fast") end,
            "client:chat: options must be a table, got string", "opts")
   argerror(function() c.chat(BODY, {}) end,
-           "bad argument #1 to 'chat' (sluice.openai.client expected, got table)", "self")
+           "bad argument #1 to 'client:chat' (sluice.openai.client expected, got table)", "self")
   argerror(function() c.models() end,
-           "bad argument #1 to 'models' (sluice.openai.client expected, got nil)", "models self")
+           "bad argument #1 to 'client:models' (sluice.openai.client expected, got nil)", "models self")
   argerror(function() c:chat(BODY, { stop_when = 20 }) end,
            "client:chat: option 'stop_when' must be a policy", "stop_when")
   argerror(function() c:chat(BODY, { stop_when = { reason = "x" } }) end,
@@ -171,13 +171,13 @@ T.case("wrong types: chat and complete arguments", function()
                               timeouts = { idle = false, total = math.huge }, headers = { ["X-N"] = 7 },
                               stop_when = function() end })
   argerror(function() chat:cancel(5) end,
-           "bad argument #1 to 'cancel' (chat:cancel: reason must be a string, got number)", "cancel")
+           "bad argument #1 to 'chat:cancel' (chat:cancel: reason must be a string, got number)", "cancel")
   T.eq(chat:result().error, nil, "a valid request runs")
 end)
 
 T.case("wrong types: policy constructors", function()
   argerror(function() policy.max_tokens("5") end,
-           "bad argument #1 to 'max_tokens' (policy.max_tokens: n must be an integer, got string)", "max_tokens")
+           "bad argument #1 to 'policy.max_tokens' (policy.max_tokens: n must be an integer, got string)", "max_tokens")
   argerror(function() policy.max_tokens(-1) end, "policy.max_tokens: n must be at least 0", "negative")
   argerror(function() policy.max_chars(2.5) end, "policy.max_chars: n must be an integer, got a fraction",
            "max_chars")
@@ -210,7 +210,7 @@ T.case("wrong types: policy constructors", function()
   argerror(function() policy.any(policy.max_tokens(1)) end,
            "policy.any: list must be a non-empty list of policies", "any(p) instead of any{p}")
   argerror(function() policy.all { policy.max_tokens(1), "QED" } end,
-           "bad argument #1 to 'all' (policy.all: list[2] must be a policy", "all")
+           "bad argument #1 to 'policy.all' (policy.all: list[2] must be a policy", "all")
   argerror(function() policy.start(42) end,
            "policy.start: p must be a policy (a sluice.policy value, a function or a table with a check "
            .. "function), got number", "start", { "42" })
@@ -262,7 +262,7 @@ end)
 T.case("header injection through api_key", function()
   for _, key in ipairs { "sk-SECRET-1\r\nX-Injected: 1", "sk-SECRET-2\n", "sk-SECRET-3\0tail" } do
     argerror(function() openai.client { base_url = BASE, api_key = key } end,
-                         "bad argument #1 to 'client' (openai.client: option 'api_key' must not contain CR, LF or NUL)",
+                         "bad argument #1 to 'openai.client' (openai.client: option 'api_key' must not contain CR, LF or NUL)",
                          ("api_key %q"):format(key), { "sk-SECRET", "X-Injected", "tail" })
   end
   -- the same through a header: named, never shown

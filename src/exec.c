@@ -160,10 +160,15 @@ sl_proc *sl_proc_spawn(sl_runtime *rt, sl_task *owner, const sl_exec_opts *o, in
 
   stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
   stdio[0].data.stream = (uv_stream_t *)&p->in;
-  stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-  stdio[1].data.stream = (uv_stream_t *)&p->out;
-  stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-  stdio[2].data.stream = (uv_stream_t *)&p->err;
+  for (int i = 0; i < 2; i++) {
+    if (o->inherit[i]) {
+      stdio[i + 1].flags = UV_INHERIT_FD;
+      stdio[i + 1].data.fd = i + 1;
+    } else {
+      stdio[i + 1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+      stdio[i + 1].data.stream = (uv_stream_t *)(i ? &p->err : &p->out);
+    }
+  }
   memset(&po, 0, sizeof po);
   po.file = o->argv[0];
   po.args = (char **)o->argv;
@@ -187,10 +192,11 @@ sl_proc *sl_proc_spawn(sl_runtime *rt, sl_task *owner, const sl_exec_opts *o, in
   }
   p->pid = p->process.pid;
   sl_resource_register(rt, &p->res, &proc_type, owner);
-  p->res.fds = 3;
-  if ((rc = uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read)) != 0 ||
-      (rc = uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read)) != 0)
-    goto fail;
+  p->res.fds = 3 - o->inherit[0] - o->inherit[1];
+  if (o->inherit[0]) close_handle(p, (uv_handle_t *)&p->out);  /* never opened */
+  else if ((rc = uv_read_start((uv_stream_t *)&p->out, on_alloc, on_read)) != 0) goto fail;
+  if (o->inherit[1]) close_handle(p, (uv_handle_t *)&p->err);
+  else if ((rc = uv_read_start((uv_stream_t *)&p->err, on_alloc, on_read)) != 0) goto fail;
   if (p->input_len) {
     uv_buf_t b = uv_buf_init(p->input, (unsigned)p->input_len);
     if ((rc = uv_write(&p->write_req, (uv_stream_t *)&p->in, &b, 1, on_written)) != 0) goto fail;

@@ -21,6 +21,7 @@ typedef struct sl_exec_opts {
   size_t input_len;
   double timeout;            /* seconds; 0 or HUGE_VAL: none */
   size_t max_output;         /* per stream; past it the child is killed */
+  int inherit[2];            /* stdout, stderr: the child writes to ours */
 } sl_exec_opts;
 
 typedef struct sl_proc {

@@ -1,8 +1,9 @@
 /*
 ** The Lua binding of child processes: sluice.exec(argv, opts) runs a program
 ** without blocking other tasks and returns { code | signal, stdout, stderr,
-** truncated } or nil, err. No shell unless opts.shell = true. The child
-** itself is exec.c's: a resource of the calling task.
+** truncated } or nil, err. No shell unless opts.shell = true. opts: cwd, env,
+** stdin (a string), timeout, max_output, stdout/stderr ("pipe" or
+** "inherit"). The child itself is exec.c's: a resource of the calling task.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,16 @@
 #define PROC_MT "sluice.process"  /* a box holding the sl_proc while the task waits */
 
 static const char *const known_opts[] = {"shell", "cwd", "timeout", "env", "stdin",
-                                         "max_output", NULL};
+                                         "max_output", "stdout", "stderr", NULL};
+
+/* opts.stdout / opts.stderr: "pipe" (collected, the default) or "inherit"
+   (the child writes to sluice's own, as it goes). */
+static int read_inherit(const sl_opts *op, const char *key) {
+  const char *v = sl_opts_string(op, key, NULL);
+  if (!v || strcmp(v, "pipe") == 0) return 0;
+  if (strcmp(v, "inherit") == 0) return 1;
+  return sl_opts_error(op, key, "must be \"pipe\" or \"inherit\"");
+}
 
 static void exec_cleanup(sl_task *t) {
   sl_proc *p = t->wait_data;
@@ -149,6 +159,8 @@ static int l_exec(lua_State *L) {
   eo.timeout = sl_opts_seconds(&op, "timeout", 0);
   eo.input = sl_opts_string(&op, "stdin", &eo.input_len);
   eo.max_output = (size_t)sl_opts_integer(&op, "max_output", DEFAULT_MAX_OUTPUT, 0);
+  eo.inherit[0] = read_inherit(&op, "stdout");
+  eo.inherit[1] = read_inherit(&op, "stderr");
   n = (int)luaL_len(L, 1);
   if (n < 1) sl_argerror(L, 1, "sluice.exec", "argv is empty");
   args = lua_newuserdatauv(L, sizeof *args * (size_t)(n + 1), 0);  /* index 3 */

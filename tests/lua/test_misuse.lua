@@ -163,6 +163,7 @@ T.case("unknown options at any depth are refused, naming the function and the op
     { sluice.exec, { "true" }, { env = { A = 1 } }, "sluice.exec: option 'env' must map names to values, both strings" },
     { sluice.exec, { "true" }, { max_output = -5 }, "sluice.exec: option 'max_output' must be at least 0" },
     { sluice.exec, { "true", 5 }, nil, "sluice.exec: argv[2] is not a string" },
+    { sluice.exec, { "true" }, { stdout = "file" }, "sluice.exec: option 'stdout' must be \"pipe\" or \"inherit\"" },
     { sluice.spawn, 42, nil, "bad argument #1 to 'sluice.spawn' (sluice.spawn: function expected, got number)" },
   }
   for _, c in ipairs(cases) do

@@ -124,8 +124,13 @@ void sl_stream_pop(sl_stream *s) {
   left = s->q.len - s->qhead;
   if (s->paused && s->easy &&
       (left == 0 || (left < QUEUE_LOW && s->rt->net.queued_bytes < QUEUES_HIGH))) {
+    CURLcode rc;
     s->paused = 0;
-    curl_easy_pause(s->easy, CURLPAUSE_CONT);  /* may call cb_write at once */
+    rc = curl_easy_pause(s->easy, CURLPAUSE_CONT);  /* may call cb_write at once */
+    if (rc != CURLE_OK) {
+      sl_stream_fail(s, "transport", "curl_easy_pause: %s", curl_easy_strerror(rc));
+      return;
+    }
     sl_curlm_kick(&s->rt->net);
   }
 }
@@ -355,8 +360,9 @@ void sl_stream_end(sl_stream *s, sl_state state) {
          (libcurl 7.88; curl issue 10971, fixed in 8.1): unpause it into a
          callback that drops it. */
       s->paused = 0;
-      curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, cb_drop);
-      curl_easy_pause(s->easy, CURLPAUSE_CONT);
+      /* best effort: the transfer is removed right after, whatever they say */
+      (void)curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, cb_drop);
+      (void)curl_easy_pause(s->easy, CURLPAUSE_CONT);
     }
     sl_curlm_remove(&s->rt->net, s->easy);
     curl_easy_cleanup(s->easy);

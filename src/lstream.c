@@ -4,9 +4,12 @@
 ** the transfer, close is idempotent (__close cancels; __gc cancels and frees),
 ** and events() returns the stream as the generic-for's closing value.
 */
+#define _GNU_SOURCE  /* strptime, timegm */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
@@ -271,6 +274,20 @@ static void push_event(lua_State *L, sl_stream *s, const sl_event *ev) {
   }
 }
 
+/* Retry-After in seconds from now: "120", or an HTTP-date; -1 if neither. */
+static double retry_after(const char *v) {
+  struct tm tm;
+  char *end;
+  double secs = strtod(v, &end);
+  if (end != v && *end == '\0' && secs >= 0) return floor(secs);
+  memset(&tm, 0, sizeof tm);
+  if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
+    double d = difftime(timegm(&tm), time(NULL));
+    return d > 0 ? ceil(d) : 0;
+  }
+  return -1;
+}
+
 /* Pushes the error value of a failed or cancelled stream. */
 static void push_stream_error(lua_State *L, sl_stream *s) {
   if (s->state == SL_STATE_CANCELLED) {
@@ -279,8 +296,27 @@ static void push_stream_error(lua_State *L, sl_stream *s) {
              s->cancel_reason ? s->cancel_reason : "cancelled");
     sl_error_push(L, "cancelled", msg, 0, NULL, 0);
   } else {
+    const char *v;
     sl_error_push(L, s->err_kind, s->err_message ? s->err_message : "failed",
-                  s->status, s->http_error ? s->body.p : NULL, s->body.len);
+                  s->headers_done ? s->status : 0,
+                  s->http_error || s->not_stream ? s->body.p : NULL, s->body.len);
+    if (!s->headers_done) return;
+    if ((v = sl_stream_header(s, "content-type")) != NULL) {
+      lua_pushstring(L, v);
+      lua_setfield(L, -2, "content_type");
+    }
+    if ((v = sl_stream_header(s, "x-request-id")) != NULL ||
+        (v = sl_stream_header(s, "request-id")) != NULL) {
+      lua_pushstring(L, v);
+      lua_setfield(L, -2, "request_id");
+    }
+    if ((v = sl_stream_header(s, "retry-after")) != NULL) {
+      double after = retry_after(v);
+      if (after >= 0) {
+        lua_pushinteger(L, (lua_Integer)after);
+        lua_setfield(L, -2, "retry_after");
+      }
+    }
   }
 }
 

@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
+#include "errors.h"
 #include "redact.h"
 #include "stream.h"
 #include "task.h"
@@ -168,7 +170,7 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   double now;
   int rc = 0;
 
-  if (s->http_error || s->framing == SL_FRAMING_BODY) {
+  if (s->http_error || s->not_stream || s->framing == SL_FRAMING_BODY) {
     size_t room = s->http_error ? ERROR_BODY_MAX - s->body.len : SIZE_MAX;
     if (!s->t_first_byte) s->t_first_byte = sl_now();
     s->bytes += n;
@@ -228,6 +230,30 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
+const char *sl_stream_header(const sl_stream *s, const char *name) {
+  const char *p = s->resp_headers.p, *end = p + s->resp_headers.len;
+  while (p && p < end) {
+    const char *value = p + strlen(p) + 1;
+    if (strcmp(p, name) == 0) return value;
+    p = value + strlen(value) + 1;
+  }
+  return NULL;
+}
+
+/* What a response to an SSE request may be: an event stream, or something
+   close enough (text/plain, no type at all: some servers say so). A JSON
+   document (a server that ignored stream: true, an error), an HTML page (a
+   proxy's) or XML is not. */
+static int is_event_stream(const char *type) {
+  static const char *const not_streams[] = {"application/json", "text/html", "application/xml",
+                                            "text/xml", "application/problem+json", NULL};
+  int i;
+  if (!type) return 1;
+  for (i = 0; not_streams[i]; i++)
+    if (strncasecmp(type, not_streams[i], strlen(not_streams[i])) == 0) return 0;
+  return strstr(type, "+json") == NULL;
+}
+
 static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
   sl_stream *s = ud;
   size_t n = size * nitems, i, nl;
@@ -244,7 +270,9 @@ static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
       s->headers_done = 1;
       s->t_headers = sl_now();
       if (s->state == SL_STATE_CONNECTING) s->state = SL_STATE_STREAMING;
-      if (s->status >= 400 && s->framing != SL_FRAMING_BODY) s->http_error = 1;
+      if (s->framing != SL_FRAMING_BODY && s->status >= 300) s->http_error = 1;
+      else if (s->framing == SL_FRAMING_SSE && !is_event_stream(sl_stream_header(s, "content-type")))
+        s->not_stream = 1;  /* kept whole, reported as what it is */
     }
     return n;
   }
@@ -290,18 +318,18 @@ static void on_deadline(uv_timer_t *t) {
   double now = sl_now();
   if (sl_stream_finished(s)) return;
   if (s->to_connect > 0 && !s->t_connected && now >= s->t_started + s->to_connect)
-    sl_stream_fail(s, "timeout", "connect timeout (%gs)", s->to_connect);
+    sl_stream_fail(s, "timeout", "connect took longer than %g s", s->to_connect);
   else if (s->to_first_byte > 0 && !s->t_first_byte &&
            now >= s->t_started + s->to_first_byte)
-    sl_stream_fail(s, "timeout", "no first byte within %gs", s->to_first_byte);
+    sl_stream_fail(s, "timeout", "no first byte within %g s", s->to_first_byte);
   else if (s->to_total > 0 && now >= s->t_started + s->to_total)
-    sl_stream_fail(s, "timeout", "total timeout (%gs)", s->to_total);
+    sl_stream_fail(s, "timeout", "total time over %g s", s->to_total);
   else {
     if (s->to_idle > 0 && s->headers_done) {
       /* Events waiting for the script mean the server is not idle. */
       if (s->queued > 0 || s->paused) s->t_busy = now;
       else if (now >= idle_base(s) + s->to_idle) {
-        sl_stream_fail(s, "timeout", "idle timeout: no data for %gs", s->to_idle);
+        sl_stream_fail(s, "timeout", "idle for %g s: no data", s->to_idle);
         return;
       }
     }
@@ -395,7 +423,7 @@ void sl_stream_fail(sl_stream *s, const char *kind, const char *fmt, ...) {
   s->err_kind = kind;
   free(s->err_message);
   s->err_message = redact(s, msg, strlen(msg), NULL);
-  if (s->http_error && s->body.len) {  /* servers may echo what they were sent */
+  if ((s->http_error || s->not_stream) && s->body.len) {  /* servers may echo what they were sent */
     size_t n;
     char *clean = redact(s, s->body.p, s->body.len, &n);
     buf_free(&s->body);
@@ -427,7 +455,16 @@ static void on_done(sl_transfer *x, CURLcode result) {
   s->fd = CURL_SOCKET_BAD;  /* finished: the connection is curl's to keep or close */
   if (sl_stream_finished(s)) return;
   if (s->http_error) {  /* whatever happened after an error status */
-    sl_stream_fail(s, "http", "http status %ld", s->status);
+    char summary[256];
+    sl_error_summary(s->body.p, s->body.len, summary, sizeof summary);
+    if (summary[0]) sl_stream_fail(s, "http", "http %ld: %s", s->status, summary);
+    else sl_stream_fail(s, "http", "http %ld", s->status);
+  } else if (s->not_stream && result == CURLE_OK) {
+    char first[204];
+    const char *type = sl_stream_header(s, "content-type");
+    sl_error_excerpt(s->body.p, s->body.len, first, sizeof first);
+    sl_stream_fail(s, "protocol", "expected an event stream (text/event-stream), got %s: %s",
+                   type, first);
   } else if (s->abort_kind) {
     sl_stream_fail(s, s->abort_kind, "%s", s->abort_message ? s->abort_message : "aborted");
   } else if (result != CURLE_OK) {

@@ -54,7 +54,8 @@ struct sl_stream {
   sl_buf resp_headers;    /* "name\0value\0" pairs, names lower-cased */
   long status;
   int headers_done;
-  int http_error;         /* status >= 400 on a streaming framing */
+  int http_error;         /* status >= 300 on a streaming framing */
+  int not_stream;         /* a 2xx whose body is no event stream (JSON, HTML) */
 
   double to_connect, to_first_byte, to_idle, to_total;   /* seconds, 0 = none */
   uv_timer_t *timer;
@@ -117,6 +118,8 @@ typedef struct sl_event {
 int  sl_stream_peek(sl_stream *s, sl_event *ev);
 void sl_stream_pop(sl_stream *s);
 const char *sl_state_name(sl_state st);
+/* The value of response header name (lower case), or NULL. */
+const char *sl_stream_header(const sl_stream *s, const char *name);
 int sl_stream_finished(const sl_stream *s);
 
 #endif

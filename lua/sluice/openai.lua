@@ -2,142 +2,94 @@
 -- servers (vLLM, llama.cpp, SGLang, TGI, Ollama, OpenAI), as text pieces or
 -- typed events, with stop policies applied as the chunks arrive. Stopping --
 -- by a policy, by cancel(), by leaving a loop -- closes the connection at once.
+--
+-- The chat stream's hot path lives here (deltas(): one C call per simple text
+-- chunk); openai/chunk.lua knows the chunks' JSON shape and assembles tool
+-- calls, openai/errors.lua turns what the server reported into error values,
+-- openai/request.lua checks options and builds requests.
 local sluice = require "sluice"
-local cjson = require "cjson"
 local policy = require "sluice.policy"
 local args = require "sluice.args"
+local chunk = require "sluice.openai.chunk"
+local errors = require "sluice.openai.errors"
+local request = require "sluice.openai.request"
 
 local decode = require("cjson.safe").decode
-local null = cjson.null
-local now, redact = sluice.now, sluice.redact
+local now = sluice.now
 local concat, sub, format = table.concat, string.sub, string.format
 local type, setmetatable, pairs = type, setmetatable, pairs
 local chars = policy.chars
+local new_error, int, ints = errors.new, errors.int, errors.ints
 
 local openai = {}
-
--- The core stream's reading methods. next_text returns a simple text chunk as
--- a bare string (decoded in C); without it every chunk goes through cjson.
-local stream_methods = debug.getregistry()["sluice.stream"].__index
-local next_event = stream_methods.next
-local next_text = stream_methods.next_text or next_event
+openai.decode_chunk = chunk.decode
 
 -- ---------------------------------------------------------------------------
--- Errors
+-- Choices. A choice's state: its content pieces (pieces, np, n: content
+-- chunks), reasoning (rpieces, nr), tool calls (tools, tool_order, calls,
+-- ntool: tool-call chunks), finish_reason, logprobs, and its policy (pol, st).
+-- The chat stream is choice 0's state itself, so the hot path of n = 1 is
+-- what it always was; choices 1.. (n > 1) are tables of their own.
 
-local function new_error(kind, message, extra)
-  local e = sluice.error(kind, message)
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
-
-local function str(v)
-  if type(v) == "string" then return v end
-  if type(v) == "number" then return format("%g", v) end
-end
-
--- Text from the server as it goes into an error, without the request's
--- secrets (nil: none, or the text came through the core, which has already
--- taken them out). The one place the Lua layer redacts: sluice.redact, one
--- pass in C.
-local function clean(text, secrets)
-  if secrets and type(text) == "string" then return redact(text, secrets) end
-  return text
-end
-
--- A code as the server gave it (400 or "invalid_api_key"), nil for anything else.
-local function scalar(v)
-  local t = type(v)
-  if t == "string" or t == "number" then return v end
-end
-
--- The error object of an OpenAI-style error document, in its usual shapes:
--- {"error":{"message","type","code","param"}}, {"error":"text"},
--- {"object":"error","message",...} (vLLM), {"message":...}.
-local function error_fields(doc)
-  if type(doc) ~= "table" then return nil end
-  local e = doc.error
-  if type(e) == "table" then return e end
-  if type(e) == "string" then return { message = e } end
-  if doc.object == "error" or type(doc.message) == "string" then return doc end
-end
-
--- An HTTP error (the core's, or {status, body} of a fetch), with the
--- server's message, type and code; secrets as for clean().
-local function http_error(err, secrets)
-  local e = error_fields(decode(err.body or ""))
-  local body = clean(err.body, secrets)
-  local status = err.status
-  local msg = e and clean(str(e.message), secrets)
-  if not msg or msg == "" then
-    local text = body and body:gsub("%s+", " "):sub(1, 200)
-    msg = (text and text ~= "") and text or ("status " .. tostring(status))
+local function text_of(c)
+  local np = c.np
+  if np == 0 then return "" end
+  local pieces = c.pieces
+  if np > 1 then
+    local t = concat(pieces, "", 1, np)
+    for i = np, 2, -1 do pieces[i] = nil end
+    pieces[1] = t
+    c.np = 1
   end
-  return new_error("http", format("http %s: %s", tostring(status), msg), {
-    status = status, body = body,
-    type = e and clean(str(e.type), secrets), code = e and scalar(e.code),
-    param = e and clean(str(e.param), secrets),
-  })
+  return pieces[1]
 end
 
--- An error the server reported inside a 200 stream (an error chunk or an SSE
--- `event: error`): kind "http" like any error the server reports, with
--- in_stream = true, and status when the error carries an HTTP code. The
--- stream's data has not been through the core's redaction: secrets do it.
-local function server_error(doc, data, how, secrets)
-  local e = error_fields(doc)
-  local body = clean(data, secrets)
-  local msg = e and clean(str(e.message), secrets)
-  if not msg or msg == "" then msg = body:gsub("%s+", " "):sub(1, 200) end
-  local code = e and scalar(e.code)
-  local status = type(code) == "number" and math.tointeger(code)  -- cjson gives 500.0
-  if status and (status < 100 or status > 599) then status = nil end
-  return new_error("http", format("server error in the stream (%s): %s", how, msg), {
-    status = status or nil, in_stream = true,
-    type = e and clean(str(e.type), secrets), code = code, param = e and clean(str(e.param), secrets),
-    body = body,
-  })
+local function reasoning_of(c)
+  local nr = c.nr
+  if nr == 0 then return "" end
+  return concat(c.rpieces, "", 1, nr)
 end
 
--- ---------------------------------------------------------------------------
--- Decoding one chunk. The one place that knows the JSON shape of a chunk, so it
--- can be replaced by a faster decoder. Returns:
---   content, reasoning, finish_reason, tool_calls, usage, error_doc
--- each nil when absent (or null); error_doc is the decoded chunk when it
--- reports an error, or false when the chunk is not JSON at all.
-local function decode_chunk(data)
-  local c = decode(data)
-  if type(c) ~= "table" then return nil, nil, nil, nil, nil, false end
-  local e = c.error
-  if (e ~= nil and e ~= null) or c.object == "error" then
-    return nil, nil, nil, nil, nil, c
+local Choice = { __index = { text = text_of, reasoning = reasoning_of } }
+
+local function new_choice(chat, index)
+  local c = setmetatable({
+    index = index, pieces = {}, np = 0, n = 0, rpieces = {}, nr = 0, ntool = 0,
+    tools = false, tool_order = false, calls = {}, finish_reason = nil, logprobs = nil,
+    pol = false, st = false, last_content = false, first_at = nil,
+  }, Choice)
+  if chat.policy_value then
+    c.pol = policy.start(chat.policy_value)
+    c.st = policy.state(c, chat.started)
   end
-  local content, reasoning, finish, tools
-  local choices = c.choices
-  if type(choices) == "table" then
-    local ch = choices[1]
-    if type(ch) == "table" then
-      local d = ch.delta
-      if type(d) == "table" then
-        content = d.content
-        reasoning = d.reasoning_content
-        if type(reasoning) ~= "string" then reasoning = d.reasoning end
-        tools = d.tool_calls
-      else
-        content = ch.text  -- /completions
-      end
-      finish = ch.finish_reason
-    end
-  end
-  local usage = c.usage
-  if type(content) ~= "string" or content == "" then content = nil end
-  if type(reasoning) ~= "string" or reasoning == "" then reasoning = nil end
-  if type(finish) ~= "string" then finish = nil end
-  if type(tools) ~= "table" then tools = nil end
-  if type(usage) ~= "table" then usage = nil end
-  return content, reasoning, finish, tools, usage, nil
+  return c
 end
-openai.decode_chunk = decode_chunk
+
+-- The state of choice index (0: the chat stream itself).
+local function choice(self, index)
+  if index == 0 then return self end
+  local others = self.others
+  if not others then
+    others = {}
+    self.others = others
+  end
+  local c = others[index]
+  if not c then
+    c = new_choice(self, index)
+    others[index] = c
+    self.nchoices = math.max(self.nchoices, index + 1)
+  end
+  return c
+end
+
+-- Every choice's state, in index order.
+local function each_choice(self)
+  local list = { self }
+  for i = 1, self.nchoices - 1 do
+    if self.others and self.others[i] then list[#list + 1] = self.others[i] end
+  end
+  return list
+end
 
 -- ---------------------------------------------------------------------------
 -- The chat stream
@@ -160,81 +112,47 @@ local function stop(self, reason)
   self.s:cancel(reason)
 end
 
--- Emits the tool calls that are complete: those with an index below `below`
--- (servers stream calls one after the other), or all of them.
-local function flush_tools(self, below)
-  local tools = self.tools
-  if not tools then return end
-  for _, idx in ipairs(self.tool_order) do
-    local tc = tools[idx]
-    if not tc.done and (not below or idx < below) then
-      tc.done = true
-      local args = concat(tc.args)
-      local call = { id = tc.id, type = tc.type or "function",
-                     ["function"] = { name = tc.name or "", arguments = args } }
-      self.calls[#self.calls + 1] = call
-      if self.emit then
-        emit(self, { type = "tool_call", index = idx, id = tc.id, name = call["function"].name,
-                     arguments = args, args = decode(args ~= "" and args or "{}"), call = call })
-      end
-    end
+local function fail(self, err)
+  self.over = true
+  self.error = err
+  self.s:cancel(err.message)  -- does nothing once the stream is over
+  if self.emit then emit(self, { type = "error", error = err, index = 0 }) end
+end
+
+-- A tool call of choice c is complete: a "tool_call" event.
+local function on_tool_call(self, c, call_index, call, raw)
+  if self.emit then
+    local a = call["function"].arguments
+    emit(self, { type = "tool_call", index = c == self and 0 or c.index, call_index = call_index,
+                 id = call.id, name = call["function"].name, arguments = a,
+                 args = decode(a ~= "" and a or "{}"), call = call, raw = raw })
   end
 end
 
-local function add_tool_fragments(self, list)
-  local tools = self.tools
-  if not tools then
-    tools = {}
-    self.tools, self.tool_order, self.calls = tools, {}, {}
-  end
-  for i = 1, #list do
-    local f = list[i]
-    if type(f) == "table" then
-      local idx = f.index
-      if type(idx) ~= "number" then idx = i - 1 end
-      local tc = tools[idx]
-      if not tc then
-        flush_tools(self, idx)
-        tc = { args = {}, done = false }
-        tools[idx] = tc
-        self.tool_order[#self.tool_order + 1] = idx
-      end
-      if type(f.id) == "string" and f.id ~= "" then tc.id = f.id end
-      if type(f.type) == "string" then tc.type = f.type end
-      local fn = f["function"]
-      if type(fn) == "table" then
-        local name = fn.name
-        if type(name) == "string" and name ~= "" then
-          if not tc.name or tc.name == "" then tc.name = name
-          elseif name ~= tc.name then tc.name = tc.name .. name end
-        end
-        local a = fn.arguments
-        if type(a) == "string" and a ~= "" then tc.args[#tc.args + 1] = a end
-      end
-    end
-  end
-  self.ntool = self.ntool + 1
+local function flush_tools(self, c, raw)
+  chunk.flush_tools(c, nil, function(st, i, call) on_tool_call(self, st, i, call, raw) end)
 end
 
--- Cuts the content text at byte trim_at (a match's start). Returns the part of
--- the latest piece d that is still before the cut.
-local function apply_trim(self, trim_at, d)
-  local before = self.st.bytes - #d  -- content bytes before d
-  local text = sub(self:text(), 1, trim_at - 1)
-  self.pieces[1] = text
-  self.np = text == "" and 0 or 1
+-- Cuts choice c's content at byte trim_at (a match's start). Returns the part
+-- of the latest piece d that is still before the cut.
+local function apply_trim(c, trim_at, d)
+  local before = c.st.bytes - #d  -- content bytes before d
+  local text = sub(text_of(c), 1, trim_at - 1)
+  c.pieces[1] = text
+  c.np = text == "" and 0 or 1
   local keep = trim_at > before + 1 and sub(d, 1, trim_at - before - 1) or nil
-  local ev = self.last_content
+  local ev = c.last_content
   if ev then ev.text = keep or "" end  -- events(): skipped when emptied
   return keep
 end
 
--- Updates the policy state after a chunk (delta = its content, or "";
--- generated = it carried output) or a deadline wake-up, and asks the policy.
--- Returns the part of delta to hand out (all of it unless a trimming policy
--- cut it), nil when there is none.
-local function check(self, delta, generated)
-  local st = self.st
+-- Updates choice c's policy state after a chunk (delta = its content, or "";
+-- generated = it carried output) or a deadline wake-up, and asks the policy;
+-- a policy that fires on any choice stops the stream. Returns the part of
+-- delta to hand out (all of it unless a trimming policy cut it), nil when
+-- there is none.
+local function check(self, c, delta, generated)
+  local st = c.st
   local t = now()
   st.now = t
   st.elapsed = t - st.started
@@ -248,46 +166,63 @@ local function check(self, delta, generated)
     st.bytes = st.bytes + #delta
     st.chars = st.chars + chars(delta)
   end
-  local count = self.n + self.nr + self.ntool
-  local ut = self.usage_tokens
+  local count = c.n + c.nr + c.ntool
+  local ut = self.nchoices == 1 and self.usage_tokens  -- a count over all choices
   st.tokens = ut and (ut + count - self.usage_at) or count
   st.usage = self.usage
-  local pol = self.pol
+  local pol = c.pol
   local reason, trim_at = pol.check(pol, st)
   if reason then
-    if trim_at then delta = apply_trim(self, trim_at, delta) end
+    if trim_at then delta = apply_trim(c, trim_at, delta) end
     stop(self, reason)
   end
   if delta ~= "" then return delta end
 end
 
-local function add_content(self, text)
-  local n = self.n + 1
-  self.n = n
-  local np = self.np + 1
-  self.np = np
-  self.pieces[np] = text
-  if n == 1 then self.first_at = now() end
+local function add_content(self, c, text, raw)
+  local n = c.n + 1
+  c.n = n
+  local np = c.np + 1
+  c.np = np
+  c.pieces[np] = text
+  if n == 1 then c.first_at = now() end
   if self.emit then
-    local ev = { type = "content", text = text }
-    self.last_content = ev
+    local ev = { type = "content", text = text, index = c == self and 0 or c.index, raw = raw }
+    c.last_content = ev
     emit(self, ev)
   end
 end
 
-local function fail(self, err)
-  self.over = true
-  self.error = err
-  self.s:cancel(err.message)  -- does nothing once the stream is over
-  if self.emit then emit(self, { type = "error", error = err }) end
+-- The response's own fields, from the first chunk that has them.
+local function take_meta(self, doc)
+  if self.id == nil and type(doc.id) == "string" then self.id = doc.id end
+  if self.model == nil and type(doc.model) == "string" then self.model = doc.model end
+  if self.created == nil and type(doc.created) == "number" then self.created = int(doc.created) end
+  if self.object == nil and type(doc.object) == "string" then self.object = doc.object end
+  local fp, tier = doc.system_fingerprint, doc.service_tier
+  if type(fp) == "string" then self.system_fingerprint = fp end
+  if type(tier) == "string" then self.service_tier = tier end
 end
 
--- The end of the response body: it must have said [DONE] and finished.
+local function take_usage(self, usage, raw)
+  self.usage = ints(usage)
+  local ct = usage.completion_tokens
+  if math.type(ct) == "integer" then
+    self.usage_tokens = ct
+    self.usage_at = self.n + self.nr + self.ntool
+  end
+  if self.emit then emit(self, { type = "usage", usage = self.usage, index = 0, raw = raw }) end
+end
+
+-- The end of the response body: it must have said [DONE], and every choice
+-- must have finished.
 local function ended(self)
-  flush_tools(self)
   if self.over then return end
   local missing
-  if not self.finish_reason then missing = "a finish_reason" end
+  for _, c in ipairs(each_choice(self)) do
+    flush_tools(self, c)
+    if not c.finish_reason then missing = "a finish_reason" end
+  end
   if not self.got_done and self.require_done then
     missing = missing and (missing .. " or [DONE]") or "[DONE]"
   end
@@ -298,80 +233,146 @@ local function ended(self)
   end
 end
 
+-- What one choice entry of a chunk (or of a whole completion) says. Returns
+-- the choice's state, its content (or nil) and whether it carried output.
+local function on_choice(self, entry, position, raw)
+  local c = choice(self, chunk.index(entry, position))
+  local content, reasoning, tools, finish, lp = chunk.choice(entry)
+  local generated = false
+  local index = c == self and 0 or c.index
+  if reasoning then
+    local nr = c.nr + 1
+    c.nr = nr
+    c.rpieces[nr] = reasoning
+    generated = true
+    if self.emit then emit(self, { type = "reasoning", text = reasoning, index = index, raw = raw }) end
+  end
+  if content then
+    add_content(self, c, content, raw)
+    generated = true
+  end
+  if tools then
+    chunk.add_tools(c, tools, function(st, i, call) on_tool_call(self, st, i, call, raw) end)
+    c.ntool = c.ntool + 1
+    generated = true
+  end
+  if lp then c.logprobs = chunk.add_logprobs(c.logprobs, lp) end
+  if finish then
+    flush_tools(self, c, raw)
+    c.finish_reason = finish
+    if self.emit then emit(self, { type = "finish", finish_reason = finish, index = index, raw = raw }) end
+  end
+  return c, content, generated
+end
+
+-- The choices of a decoded chunk (or whole completion) doc, then its usage,
+-- then the policies of the choices that moved (a policy sees the usage that
+-- came with the chunk). Returns the first choice's content to hand out.
+local function on_choices(self, doc, raw)
+  local out, moved = nil, nil
+  local choices = doc.choices
+  if type(choices) == "table" then
+    for i = 1, #choices do
+      local entry = choices[i]
+      if type(entry) == "table" then
+        local c, content, generated = on_choice(self, entry, i, raw)
+        if c == self then out = content end
+        if c.pol and generated then
+          moved = moved or {}
+          moved[#moved + 1] = { c, content or "", true }
+        end
+      end
+    end
+  end
+  local usage = doc.usage
+  if type(usage) == "table" then
+    take_usage(self, usage, raw)
+    if self.pol and not moved then moved = { { self, "", false } } end
+  end
+  if moved then
+    for _, m in ipairs(moved) do
+      if self.over then break end
+      local o = check(self, m[1], m[2], m[3])
+      if m[1] == self then out = o end
+    end
+  end
+  return out
+end
+
+-- [DONE]: the response is over. Its end (the chunked body's last bytes)
+-- usually came with it; a server or proxy that holds the connection open
+-- after [DONE] is not waited for: the stream is let go at once.
+local function on_done_event(self)
+  self.got_done = true
+  for _, c in ipairs(each_choice(self)) do
+    flush_tools(self, c)
+    if not c.finish_reason then
+      fail(self, new_error("protocol", "stream ended without a finish_reason"))
+      return
+    end
+  end
+  self.over = true
+  local s = self.s
+  if s:state() == "streaming" then s:cancel("[DONE]") end
+end
+
 -- A full event from the core (anything but a simple text chunk). Returns the
 -- content to hand out, if any.
 local function on_event(self, ev)
   local data = ev.data
   if ev.event ~= "message" then
     if ev.event == "error" then
-      fail(self, server_error(decode(data), data, "error event", self.secrets))
+      fail(self, errors.in_stream(decode(data), data, "error event", self.secrets))
     end
     return nil  -- other event types are not part of the protocol
   end
   if self.got_done then return nil end
   if data == "[DONE]" then
-    self.got_done = true
-    flush_tools(self)
-    if not self.finish_reason then
-      fail(self, new_error("protocol", "stream ended without a finish_reason"))
-      return nil
-    end
-    -- The response ends right after [DONE]: read that end so the connection
-    -- can be reused, but do not wait on a server that keeps it open.
-    local s = self.s
-    repeat
-      local e2, err = next_event(s, 1)
-      if err == "timeout" then s:cancel("nothing after [DONE]") end
-    until not e2
-    self.over = true
+    on_done_event(self)
     return nil
   end
-  local content, reasoning, finish, tools, usage, err = decode_chunk(data)
-  if err ~= nil then
-    local secrets = self.secrets
-    if err == false then
-      local body = clean(data, secrets)
-      fail(self, new_error("protocol", "malformed chunk (not JSON): " .. body:gsub("%s+", " "):sub(1, 120),
-                           { body = body }))
-    else
-      fail(self, server_error(err, data, "error chunk", secrets))
-    end
+  local doc, err = chunk.decode(data)
+  if not doc then
+    if err == false then fail(self, errors.malformed(data, self.secrets))
+    else fail(self, errors.in_stream(err, data, "error chunk", self.secrets)) end
     return nil
   end
-  local generated = false
-  if reasoning then
-    local nr = self.nr + 1
-    self.nr = nr
-    self.rpieces[nr] = reasoning
-    generated = true
-    if self.emit then emit(self, { type = "reasoning", text = reasoning }) end
-  end
-  if content then
-    add_content(self, content)
-    generated = true
-  end
-  if tools then
-    add_tool_fragments(self, tools)
-    generated = true
-  end
-  if usage then
-    self.usage = usage
-    local ct = usage.completion_tokens
-    if type(ct) == "number" then
-      self.usage_tokens = ct
-      self.usage_at = self.n + self.nr + self.ntool
+  take_meta(self, doc)
+  return on_choices(self, doc, self.emit and doc or nil)
+end
+
+-- A 200 that was no event stream: a server that ignored stream = true sent
+-- the whole completion as JSON; it becomes the result (deltas() yields its
+-- text once). Anything else (a proxy's HTML page) is the protocol error the
+-- core made of it.
+local function on_not_stream(self, err)
+  local doc = (err.content_type or ""):find("json", 1, true) and decode(err.body or "")
+  if type(doc) ~= "table" or type(doc.choices) ~= "table" then
+    if type(doc) == "table" and errors.fields(doc) then
+      return fail(self, errors.in_stream(doc, err.body, "instead of a stream", nil))
     end
-    if self.emit then emit(self, { type = "usage", usage = usage }) end
+    return fail(self, err)
   end
-  if finish then
-    flush_tools(self)
-    self.finish_reason = finish
-    if self.emit then emit(self, { type = "finish", finish_reason = finish }) end
+  take_meta(self, doc)
+  local as_chunk = { choices = {}, usage = doc.usage }
+  for i, entry in ipairs(doc.choices) do
+    local msg = type(entry) == "table" and entry.message
+    if type(msg) == "table" then  -- chat: a message in place of a delta
+      entry = { index = entry.index, finish_reason = entry.finish_reason, logprobs = entry.logprobs,
+                delta = { content = msg.content, reasoning_content = msg.reasoning_content,
+                          reasoning = msg.reasoning, tool_calls = msg.tool_calls } }
+      if type(msg.tool_calls) == "table" then
+        for k, tc in ipairs(msg.tool_calls) do
+          if type(tc) == "table" and tc.index == nil then tc.index = k - 1 end
+        end
+      end
+    end
+    as_chunk.choices[i] = entry
   end
-  if self.pol and (generated or usage) then
-    return check(self, content or "", generated)
-  end
-  return content
+  local out = on_choices(self, as_chunk, self.emit and doc or nil)
+  self.got_done = true
+  self.over = true
+  return out
 end
 
 -- What the core's read returned when it was not a simple text piece.
@@ -379,44 +380,61 @@ local function on_read(self, ev, err)
   if ev then return on_event(self, ev) end
   if err == nil then
     ended(self)
-  elseif err == "timeout" then
-    check(self, "", false)  -- a policy deadline passed
+  elseif err == "timeout" then  -- a policy deadline passed
+    for _, c in ipairs(each_choice(self)) do
+      if c.pol and not self.over then check(self, c, "", false) end
+    end
   elseif err.kind == "cancelled" then  -- cancelled from elsewhere (another task, the core)
     if not self.over then
       self.over = true
       self.stop_reason = self.s:metrics().cancel_reason or "cancelled"
     end
   elseif err.kind == "http" then
-    fail(self, http_error(err))
+    fail(self, errors.http(err))
+  elseif err.kind == "protocol" and err.content_type then
+    return on_not_stream(self, err)
   else
     fail(self, err)
   end
 end
 
+-- The earliest time a policy of any choice may fire although nothing
+-- arrives, or nil.
+local function next_deadline(self)
+  local best
+  for _, c in ipairs(each_choice(self)) do
+    local pol = c.pol
+    local d = pol and pol.deadline and pol.deadline(pol, c.st)
+    if d and (not best or d < best) then best = d end
+  end
+  return best
+end
+
 -- Reads until a piece of content can be handed out (returned) or the stream
--- is over (nil). In events mode, returns true once events are queued.
+-- is over (nil). In events mode every chunk is decoded in full (events carry
+-- it as ev.raw), and it returns true once events are queued.
 local function pull(self)
   local s = self.s
+  local read = self.emit and s.next or s.next_text
   while not self.over do
     local ev, err
-    local pol = self.pol
     if self.timed then
-      local d = pol.deadline(pol, self.st)
+      local d = next_deadline(self)
       if d then
         local left = d - now()
-        ev, err = next_text(s, left > 0.001 and left or 0.001)
+        ev, err = read(s, left > 0.001 and left or 0.001)
       else
-        ev, err = next_text(s)
+        ev, err = read(s)
       end
     else
-      ev, err = next_text(s)
+      ev, err = read(s)
     end
     local out
     if type(ev) == "string" then
       if ev ~= "" then
-        add_content(self, ev)
+        add_content(self, self, ev)
         out = ev
-        if pol then out = check(self, ev, true) end
+        if self.pol then out = check(self, self, ev, true) end
       end
     else
       out = on_read(self, ev, err)
@@ -426,11 +444,12 @@ local function pull(self)
   end
 end
 
--- for piece in chat:deltas(): the content as it arrives.
+-- for piece in chat:deltas(): the content of the first choice as it arrives.
 local function deltas_next(self)
   if not self.pol and not self.emit then
     -- the hot path: no policy, no events, a simple chunk is one C call
     local s, pieces = self.s, self.pieces
+    local next_text = s.next_text
     while not self.over do
       local ev, err = next_text(s)
       if type(ev) == "string" then
@@ -458,9 +477,9 @@ function Chat:deltas()
   return deltas_next, self, nil, self
 end
 
--- for ev in chat:events(): typed events; ev.type is "content", "reasoning",
--- "tool_call", "usage", "finish" or "error". After an error event the next
--- call raises it.
+-- for ev in chat:events(): typed events of every choice (ev.index); ev.type
+-- is "content", "reasoning", "tool_call", "usage", "finish" or "error", and
+-- ev.raw the decoded chunk. After an error event the next call raises it.
 local function events_next(self)
   while true do
     local h = self.qhead
@@ -486,26 +505,11 @@ function Chat:events()
   return events_next, self, nil, self
 end
 
--- The content received so far (cut at a trimming policy's match).
-function Chat:text()
-  local np = self.np
-  if np == 0 then return "" end
-  local pieces = self.pieces
-  if np > 1 then
-    local t = concat(pieces, "", 1, np)
-    for i = np, 2, -1 do pieces[i] = nil end
-    pieces[1] = t
-    self.np = 1
-  end
-  return pieces[1]
-end
+-- The first choice's content so far (cut at a trimming policy's match).
+Chat.text = text_of
 
--- The reasoning text received so far (reasoning_content / reasoning).
-function Chat:reasoning()
-  local nr = self.nr
-  if nr == 0 then return "" end
-  return concat(self.rpieces, "", 1, nr)
-end
+-- The first choice's reasoning text so far (reasoning_content / reasoning).
+Chat.reasoning = reasoning_of
 
 -- Stops generation now: the connection is closed before this returns. Not an
 -- error: a loop over deltas() or events() just ends.
@@ -521,14 +525,22 @@ function Chat:close()
 end
 Chat.__close = Chat.close
 
-function Chat:state() return self.s:state() end
+-- "done" once the server finished, though the connection was let go after
+-- [DONE]; else the core stream's state.
+function Chat:state()
+  if self.got_done and not self.error then return "done" end
+  return self.s:state()
+end
 function Chat:status() return self.s:status() end
 function Chat:headers() return self.s:headers() end
 
--- The stream's metrics (the core's, plus tokens, chars and ttft).
+-- The stream's metrics (the core's, plus tokens over every choice, the first
+-- choice's content_tokens, and ttft).
 function Chat:metrics()
   local m = self.s:metrics()
-  m.tokens = self.n + self.nr + self.ntool
+  local tokens = 0
+  for _, c in ipairs(each_choice(self)) do tokens = tokens + c.n + c.nr + c.ntool end
+  m.tokens = tokens
   m.content_tokens = self.n
   if self.first_at then m.ttft = self.first_at - self.started end
   m.stop_reason = self.stop_reason
@@ -537,21 +549,33 @@ function Chat:metrics()
 end
 
 -- Reads what is left (policies still apply) and returns the outcome. Never
--- raises for a failed stream: see result().error.
+-- raises for a failed stream: see result().error. choices[i] is choice i - 1;
+-- text, reasoning, finish_reason, tool_calls and logprobs are the first's.
 function Chat:result()
   self.emit = false
   while not self.over do pull(self) end
   local m = self:metrics()
-  m.chars = chars(self:text())
+  m.chars = chars(text_of(self))
+  local choices = {}
+  for _, c in ipairs(each_choice(self)) do
+    local index = c == self and 0 or c.index
+    choices[index + 1] = {
+      index = index, text = text_of(c), reasoning = c.nr > 0 and reasoning_of(c) or nil,
+      finish_reason = c.finish_reason, tool_calls = c.calls, logprobs = c.logprobs,
+    }
+  end
   return {
-    text = self:text(), reasoning = self.nr > 0 and self:reasoning() or nil,
+    text = text_of(self), reasoning = self.nr > 0 and reasoning_of(self) or nil,
     finish_reason = self.finish_reason, stop_reason = self.stop_reason,
-    usage = self.usage, tool_calls = self.calls, metrics = m, error = self.error,
+    usage = self.usage, tool_calls = self.calls, logprobs = self.logprobs, choices = choices,
+    id = self.id, model = self.model, created = self.created, object = self.object,
+    system_fingerprint = self.system_fingerprint, service_tier = self.service_tier,
+    metrics = m, error = self.error,
   }
 end
 
 function Chat:__tostring()
-  return format("sluice.openai.stream (%s)", self.s:state())
+  return format("sluice.openai.stream (%s)", self:state())
 end
 
 -- ---------------------------------------------------------------------------
@@ -560,88 +584,20 @@ end
 local Client = { __name = "sluice.openai.client" }
 Client.__index = Client
 
--- Connection options passed as they are to every request of a client.
-local transport_keys = { "insecure", "ca_file", "proxy", "http2" }
-
--- What openai.client, client:chat and client:complete take (see sluice.args).
-local timeouts_spec = { connect = "seconds", first_byte = "seconds", idle = "seconds", total = "seconds" }
-local client_spec = {
-  base_url = "url", api_key = "line", headers = "headers", timeouts = timeouts_spec, model = "string",
-  insecure = "flag", ca_file = "string", proxy = "line", http2 = "flag",
-}
-local open_spec = {
-  stop_when = policy.kind, require_done = "flag", continuous_usage = "flag",
-  usage = function(v)
-    if v ~= true and v ~= false and v ~= "continuous" then return 'must be true, false or "continuous"' end
-  end,
-  timeouts = timeouts_spec, headers = "headers", max_event_bytes = "count",
-}
-
--- Header values the core keeps out of its errors, and so do we: adds to list
--- the values of such headers and the token of "Bearer TOKEN".
-local secret_headers = { authorization = true, ["proxy-authorization"] = true, ["x-api-key"] = true,
-                         ["api-key"] = true, cookie = true }
-local function add_secrets(list, headers)
-  for name, v in pairs(headers) do
-    if secret_headers[name:lower()] and type(v) == "string" and v ~= "" then
-      list[#list + 1] = v
-      local sp = v:find(" ", 1, true)
-      if sp and sp < #v then list[#list + 1] = v:sub(sp + 1) end
-    end
-  end
-  return list
-end
-
--- Adds the client's connection options to request options t; returns t.
-local function with_transport(self, t)
-  for _, k in ipairs(transport_keys) do t[k] = self.transport[k] end
-  return t
-end
-
 -- openai.client{base_url=, api_key=, headers=, timeouts=, model=, insecure=,
--- ca_file=, proxy=, http2=}: base_url defaults to $OPENAI_BASE_URL (else OpenAI's),
--- api_key to $OPENAI_API_KEY; the key is sent as "Authorization: Bearer".
--- Everything is checked here as the core checks its own options (sluice.args):
--- misuse raises now, naming openai.client, not at the first request.
+-- ca_file=, proxy=, http2=}: base_url defaults to $OPENAI_BASE_URL (else
+-- OpenAI's), api_key to $OPENAI_API_KEY (sent as "Authorization: Bearer").
+-- client.timeouts shows the defaults (connect 10, first_byte 600, idle 120
+-- seconds) with the client's own over them; false disables one. Everything
+-- is checked here as the core checks its own options: misuse raises now,
+-- naming openai.client, not at the first request.
 function openai.client(o)
-  o = args.options("openai.client", 1, o, client_spec, 2)
-  local base = o.base_url
-  if base == nil then
-    base = os.getenv("OPENAI_BASE_URL")
-    if base == "" then base = nil end
-    if base and args.kinds.url(base) then
-      error("openai.client: $OPENAI_BASE_URL must be an http:// or https:// URL", 2)
-    end
-  end
-  base = (base or "https://api.openai.com/v1"):gsub("/+$", "")
-  local key = o.api_key
-  if key == nil then
-    key = os.getenv("OPENAI_API_KEY")
-    if key and args.kinds.line(key) then
-      error("openai.client: $OPENAI_API_KEY must not contain CR, LF or NUL", 2)
-    end
-  end
-  local headers = {}
-  for k, v in pairs(o.headers or {}) do headers[k] = v end
-  if key and key ~= "" then headers.Authorization = "Bearer " .. key end
-  local transport = {}
-  for _, k in ipairs(transport_keys) do transport[k] = o[k] end
-  local secrets = add_secrets({}, headers)
-  return setmetatable({ base_url = base, model = o.model, timeouts = o.timeouts, transport = transport,
-                        _headers = headers, _secrets = secrets[1] and secrets or nil }, Client)
+  local fields = request.client_fields(o, 2)
+  return setmetatable(fields, Client)
 end
 
 function Client:__tostring()
   return "sluice.openai.client (" .. self.base_url .. ")"
-end
-
-local function merged(a, b)
-  if not b then return a end
-  if not a then return b end
-  local t = {}
-  for k, v in pairs(a) do t[k] = v end
-  for k, v in pairs(b) do t[k] = v end
-  return t
 end
 
 -- Raises unless self (argument 1 of method fname) is a client.
@@ -655,49 +611,25 @@ end
 local function check_open(fname, self, body, opts, level)
   check_client(fname, self, level + 1)
   args.check(fname, 2, "body", body, "table", level + 1)
-  opts = args.options(fname, 3, opts, open_spec, level + 1)
+  opts = args.options(fname, 3, opts, request.open_spec, level + 1)
   return opts  -- not a tail call: the levels count this function
 end
 
--- The secrets of a request: the client's, and those of its own headers.
-local function request_secrets(self, headers)
-  if not headers then return self._secrets end
-  local list = add_secrets({}, headers)
-  if not list[1] then return self._secrets end
-  for _, v in ipairs(self._secrets or {}) do list[#list + 1] = v end
-  return list
-end
-
 local function open(self, path, body, opts)
-  local req = {}
-  for k, v in pairs(body) do req[k] = v end
-  req.stream = true
-  if req.model == nil then req.model = self.model end
-  if opts.usage or opts.continuous_usage then
-    local so = {}
-    if type(body.stream_options) == "table" then
-      for k, v in pairs(body.stream_options) do so[k] = v end
-    end
-    so.include_usage = true
-    if opts.usage == "continuous" or opts.continuous_usage then so.continuous_usage_stats = true end
-    req.stream_options = so
-  end
-  local pol = opts.stop_when and policy.start(opts.stop_when)
+  local req = request.body(self, body, opts)
   local started = now()
-  local s = sluice.stream(with_transport(self, {
-    url = self.base_url .. path, json = req,
-    headers = merged(self._headers, opts.headers),
-    timeouts = merged(self.timeouts, opts.timeouts),
-    max_event_bytes = opts.max_event_bytes,
-  }))
+  local s = sluice.stream(request.stream_opts(self, path, req, opts))
+  local pol = opts.stop_when and policy.start(opts.stop_when)
   local chat = setmetatable({
     s = s, started = started, over = false,
     pieces = {}, np = 0, n = 0, rpieces = {}, nr = 0, ntool = 0,
-    tools = false, tool_order = false, calls = {},
+    tools = false, tool_order = false, calls = {}, logprobs = nil,
+    others = false, nchoices = 1,
     finish_reason = nil, stop_reason = nil, usage = nil, usage_tokens = nil, usage_at = 0,
     got_done = false, require_done = opts.require_done ~= false,
-    error = nil, first_at = nil, secrets = request_secrets(self, opts.headers), last_content = false,
+    error = nil, first_at = nil, secrets = request.secrets(self, opts.headers), last_content = false,
     emit = false, queue = false, qhead = 1, qtail = 0,
+    policy_value = opts.stop_when or false,
     pol = pol or false, timed = pol and pol.deadline ~= nil or false, st = false,
   }, Chat)
   if pol then chat.st = policy.state(chat, started) end
@@ -721,12 +653,11 @@ end
 -- client:models() -> list of model ids | nil, err
 function Client:models()
   check_client("client:models", self, 2)
-  local res, err = sluice.fetch(with_transport(self, { url = self.base_url .. "/models",
-                                                      headers = self._headers, timeouts = self.timeouts }))
+  local o = request.stream_opts(self, "/models", nil, {})
+  o.json = nil
+  local res, err = sluice.fetch(o)
   if not res then return nil, err end
-  if res.status >= 400 then  -- a fetch's body is as the server sent it
-    return nil, http_error({ status = res.status, body = res.body }, self._secrets)
-  end
+  if res.status >= 400 then return nil, errors.from_response(res, self._secrets) end
   local doc = decode(res.body)
   local ids = {}
   if type(doc) == "table" and type(doc.data) == "table" then

@@ -633,6 +633,28 @@ void mock_gen_begin(mock_gen *g) {
   g->t_first = g->t_headers + g->ttft_ns;
   g->next_ping = g->t_headers + g->ping_ns;
 
+  if (g->raw_body) {  /* a hand-written response: as it is, then end or hold */
+    mock_buf b;
+    int rc;
+    mock_buf_init(&b);
+    mock_buf_printf(&b,
+                    "HTTP/1.1 200 OK\r\nServer: sluice-mock\r\nContent-Type: %s\r\n"
+                    "X-Request-Id: %s\r\nTransfer-Encoding: chunked\r\nConnection: %s\r\n\r\n",
+                    g->raw_type ? g->raw_type : "text/event-stream", g->rec->id,
+                    c->keep_alive ? "keep-alive" : "close");
+    if (g->raw_len) {
+      mock_buf_printf(&b, "%zx\r\n", g->raw_len);
+      mock_buf_append(&b, g->raw_body, g->raw_len);
+      mock_buf_puts(&b, "\r\n");
+    }
+    if (!g->hold) mock_buf_puts(&b, "0\r\n\r\n");
+    rc = mock_conn_write(c, b.data, b.len, 1);
+    mock_buf_free(&b);
+    mock_record_tokens(g->rec, uv_hrtime(), 1);  /* the body counts as one token */
+    g->phase = PHASE_STALL;
+    if (rc == 0 && !g->hold) mock_gen_finish(g, 1, MOCK_AFTER_NEXT);
+    return;  /* held: until the client closes */
+  }
   if (!g->stream) {
     g->phase = PHASE_NONSTREAM;
     nonstream_plan(g);
@@ -677,6 +699,9 @@ void mock_gen_free(mock_gen *g) {
   free(g->calls);
   free(g->keyword);
   free(g->location);
+  free(g->raw_body);
+  free(g->raw_type);
+  free(g->retry_text);
   free(g->error_body);
   free(g->error_message);
   free(g->model);

@@ -165,7 +165,12 @@ struct mock_gen {
   char *error_message;          /* escaped; for error_after / error_event */
   size_t error_message_len;
   double retry_after;
+  char *retry_text;             /* mock.retry_after as an HTTP-date */
   char *location;               /* a Location header for the status fault */
+  char *raw_body;               /* mock.raw_body: the whole body, sent as it is */
+  size_t raw_len;
+  char *raw_type;               /* its Content-Type (default text/event-stream) */
+  int hold;                     /* mock.hold: after raw_body, keep the response open */
   /* pre-formatted pieces of a chunk */
   mock_buf head;                /* [data: ]{"id":..,"choices":[ */
   mock_buf content_close;       /* after the token up to the choices' ']' */

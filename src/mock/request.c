@@ -188,18 +188,21 @@ static int read_tool_calls(const options *o, mock_gen *g) {
 /* The "mock" options. Returns -1 with a message in o->err. */
 static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   double tps, ttft, ping_interval, status;
-  const json_t *text, *keyword, *reasoning, *error_body, *error_message, *location;
+  const json_t *text, *keyword, *reasoning, *error_body, *error_message, *location, *raw_body,
+      *content_type, *retry_date;
   uint64_t keyword_at;
   if (opt_number(o, "tokens_per_sec", &tps, cfg->tokens_per_sec) < 0 ||
       opt_number(o, "ttft", &ttft, cfg->ttft) < 0 ||
       opt_number(o, "ping_interval", &ping_interval, 0) < 0 ||
-      opt_number(o, "retry_after", &g->retry_after, -1) < 0 ||
+
       opt_number(o, "status", &status, 0) < 0 ||
       opt_string(o, "text", &text) < 0 || opt_string(o, "keyword", &keyword) < 0 ||
       opt_string(o, "reasoning", &reasoning) < 0 ||
       opt_string(o, "error_body", &error_body) < 0 ||
       opt_string(o, "error_message", &error_message) < 0 ||
       opt_string(o, "location", &location) < 0 ||
+      opt_string(o, "raw_body", &raw_body) < 0 || opt_string(o, "content_type", &content_type) < 0 ||
+      opt_bool(o, "hold", &g->hold) < 0 ||
       opt_count(o, "keyword_at", &keyword_at) < 0 ||
       opt_count(o, "error_after", &g->error_after) < 0 ||
       opt_count(o, "error_event", &g->error_event) < 0 ||
@@ -226,6 +229,27 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   if (error_body)
     g->error_body = mock_xstrndup(json_string_value(error_body),
                                   json_string_length(error_body));
+  retry_date = opt(o, "retry_after");
+  if (retry_date && json_is_string(retry_date)) {  /* an HTTP-date, sent as it is */
+    const char *v = json_string_value(retry_date);
+    size_t len = json_string_length(retry_date);
+    if (len > 64 || strcspn(v, "\r\n") != len) return bad(o, "retry_after", "seconds or an HTTP-date");
+    g->retry_text = mock_xstrndup(v, len);
+  } else if (opt_number(o, "retry_after", &g->retry_after, -1) < 0) {
+    return -1;
+  }
+  if (raw_body) {
+    g->raw_len = json_string_length(raw_body);
+    g->raw_body = mock_xstrndup(json_string_value(raw_body), g->raw_len);
+  }
+  if (content_type) {
+    const char *v = json_string_value(content_type);
+    size_t len = json_string_length(content_type);
+    if (len > 256 || strcspn(v, "\r\n") != len)
+      return bad(o, "content_type", "at most 256 bytes without CR or LF");
+    g->raw_type = mock_xstrndup(v, len);
+  }
+  if (g->hold && !g->raw_body) return bad(o, "hold", "used with raw_body only");
   if (location) {
     const char *v = json_string_value(location);
     size_t len = json_string_length(location);
@@ -419,7 +443,9 @@ static void answer(mock_conn *c, mock_gen *g, int status, const char *type,
                    const char *message, const char *body) {
   char headers[1600];
   int n = snprintf(headers, sizeof headers, "X-Request-Id: %s\r\n", g->rec->id);
-  if (g->retry_after >= 0 && n > 0 && (size_t)n < sizeof headers)
+  if (g->retry_text && n > 0 && (size_t)n < sizeof headers)
+    n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %s\r\n", g->retry_text);
+  else if (g->retry_after >= 0 && n > 0 && (size_t)n < sizeof headers)
     n += snprintf(headers + n, sizeof headers - (size_t)n, "Retry-After: %.0f\r\n",
                   ceil(g->retry_after));
   if (g->location && n > 0 && (size_t)n < sizeof headers)

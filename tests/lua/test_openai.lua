@@ -90,7 +90,8 @@ T.case("tool calls are assembled from fragments, each emitted once whole", funct
   T.eq(seen[1].args.city, "Paris", "decoded arguments")
   T.eq(seen[2].name, "search", "name 2")
   T.eq(seen[2].arguments, calls[2].arguments, "arguments 2 whole")
-  T.eq(seen[2].index, 1, "index")
+  T.eq(seen[2].call_index, 1, "the call's index")
+  T.eq(seen[2].index, 0, "the choice's index")
   T.ok(seen[1].id and seen[1].id ~= seen[2].id, "ids")
   local res = chat:result()
   T.eq(res.finish_reason, "tool_calls", "finish_reason")
@@ -117,15 +118,19 @@ T.case("tolerates pings, usage-only chunks, role-only chunks and nulls", functio
   T.eq(res.error, nil, "no error")
   T.eq(res.usage.completion_tokens, 20, "final usage")
   -- nulls and odd shapes straight into the decoder
-  local c, r, f, tc, u, e = openai.decode_chunk(
+  local chunk = require "sluice.openai.chunk"
+  local doc = chunk.decode(
     '{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":null},"finish_reason":null}],"usage":null}')
-  T.ok(c == nil and r == nil and f == nil and tc == nil and u == nil and e == nil, "all null")
-  c, r, f, tc, u, e = openai.decode_chunk('{"choices":[],"usage":{"completion_tokens":3}}')
-  T.ok(c == nil and u.completion_tokens == 3 and e == nil, "usage only")
-  c, r = openai.decode_chunk('{"choices":[{"delta":{"reasoning":"hm"}}]}')
+  local c, r, tc, f, lp = chunk.choice(doc.choices[1])
+  T.ok(c == nil and r == nil and f == nil and tc == nil and lp == nil, "all null")
+  doc = chunk.decode('{"choices":[],"usage":{"completion_tokens":3}}')
+  T.ok(#doc.choices == 0 and doc.usage.completion_tokens == 3, "usage only")
+  c, r = chunk.choice(chunk.decode('{"choices":[{"delta":{"reasoning":"hm"}}]}').choices[1])
   T.eq(r, "hm", "delta.reasoning")
-  c, r, f, tc, u, e = openai.decode_chunk("not json")
-  T.eq(e, false, "not JSON")
+  local nothing, e = chunk.decode("not json")
+  T.ok(nothing == nil and e == false, "not JSON")
+  nothing, e = chunk.decode('{"error":{"message":"no"}}')
+  T.ok(nothing == nil and e.error.message == "no", "an error document")
 end)
 
 -- ---------------------------------------------------------------------------

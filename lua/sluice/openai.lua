@@ -24,6 +24,12 @@ local new_error, int, ints = errors.new, errors.int, errors.ints
 local openai = {}
 openai.decode_chunk = chunk.decode
 
+-- The core stream's reading methods (public: s:next, s:next_text), taken
+-- from the first stream and kept as upvalues: the hot path calls them once
+-- per chunk. next_text returns a simple text chunk as a bare string, decoded
+-- in C.
+local next_event, next_text
+
 -- ---------------------------------------------------------------------------
 -- Choices. A choice's state: its content pieces (pieces, np, n: content
 -- chunks), reasoning (rpieces, nr), tool calls (tools, tool_order, calls,
@@ -415,7 +421,7 @@ end
 -- it as ev.raw), and it returns true once events are queued.
 local function pull(self)
   local s = self.s
-  local read = self.emit and s.next or s.next_text
+  local read = self.emit and next_event or next_text
   while not self.over do
     local ev, err
     if self.timed then
@@ -445,11 +451,13 @@ local function pull(self)
 end
 
 -- for piece in chat:deltas(): the content of the first choice as it arrives.
+-- Without a policy or events, the hot path: a simple chunk is one C call and
+-- add_content's three lines, written out (calling add_content costs 5% more
+-- instructions per chunk, measured with callgrind); everything else goes
+-- through on_read, as in pull().
 local function deltas_next(self)
   if not self.pol and not self.emit then
-    -- the hot path: no policy, no events, a simple chunk is one C call
     local s, pieces = self.s, self.pieces
-    local next_text = s.next_text
     while not self.over do
       local ev, err = next_text(s)
       if type(ev) == "string" then
@@ -619,6 +627,7 @@ local function open(self, path, body, opts)
   local req = request.body(self, body, opts)
   local started = now()
   local s = sluice.stream(request.stream_opts(self, path, req, opts))
+  if not next_text then next_event, next_text = s.next, s.next_text end
   local pol = opts.stop_when and policy.start(opts.stop_when)
   local chat = setmetatable({
     s = s, started = started, over = false,

@@ -90,6 +90,12 @@ static int l_census(lua_State *L) {
   return 1;
 }
 
+/* sluice.isatty(fd) -> boolean: is descriptor fd (0, 1, 2...) a terminal? */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 /* sluice._drop_connections() -> n: closes the connections kept alive for
    reuse, when no transfer is live (tests start each case from none). */
 static int l_drop_connections(lua_State *L) {
@@ -99,6 +105,7 @@ static int l_drop_connections(lua_State *L) {
 
 static const luaL_Reg core_funcs[] = {{"error", l_error},
                                       {"redact", l_redact},
+                                      {"isatty", l_isatty},
                                       {"_census", l_census},
                                       {"_drop_connections", l_drop_connections},
                                       {NULL, NULL}};

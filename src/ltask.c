@@ -177,11 +177,18 @@ static int l_os_exit(lua_State *L) {
   int status;
   if (lua_isboolean(L, 1)) status = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
   else status = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
+  if (rt->stopping) {
+    /* From a <close> handler the shutdown walk runs: the status is the
+       script's to say (batch's "1: interrupted"); the walk goes on. */
+    rt->exit_code = status;
+    rt->exit_fixed = 1;
+    return luaL_error(L, "os.exit(%d) while shutting down", status);
+  }
   sl_runtime_set_exit(rt, status, 1);
   rt->stop_asked = 1;
-  if (t && !rt->stopping && (L == t->co || lua_isyieldable(L)))
+  if (t && (L == t->co || lua_isyieldable(L)))
     return sl_task_wait(L, t, exit_cleanup, NULL, 0, exit_k);
-  /* Not from a task, or where it cannot yield (a metamethod, a C function in
+    /* Not from a task, or where it cannot yield (a metamethod, a C function in
      the way): the walk now, and the end. */
   sl_runtime_shutdown(rt, "exit");
   fflush(NULL);

@@ -117,6 +117,7 @@ int luaopen_sluice_core(lua_State *L) {
   sl_open_task(L);
   sl_open_stdin(L);
   sl_open_exec(L);
+  sl_open_idset(L);
   {  /* sluice.executable: sluice-mock is installed beside it */
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);

@@ -12,6 +12,7 @@ void sl_open_task(lua_State *L);     /* adds spawn, sleep, now, _wait_any */
 void sl_open_stdin(lua_State *L);    /* adds read_line */
 void sl_open_exec(lua_State *L);     /* adds exec */
 void sl_open_exit(lua_State *L);     /* replaces os.exit (the host calls it) */
+void sl_open_idset(lua_State *L);    /* adds idset, hash64 */
 int  luaopen_sluice_core(lua_State *L);
 
 #endif

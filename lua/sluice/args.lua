@@ -66,6 +66,10 @@ function kinds.url(v)
   if scheme ~= "http" and scheme ~= "https" then return "must be an http:// or https:// URL" end
 end
 
+kinds["function"] = function(v)
+  if type(v) ~= "function" then return "must be a function, got " .. type(v) end
+end
+
 function kinds.table(v)
   if type(v) ~= "table" then return "must be a table, got " .. type(v) end
 end
@@ -148,7 +152,8 @@ end
 -- args.options(fname, argn, t, spec, level) -> t (an empty table for nil):
 -- argument argn of fname is an options table whose keys are all in spec,
 -- spec[key] being the option's kind: "flag", "string", "line", "url",
--- "table", "seconds", "count", "headers", a function(v) -> why|nil, or a
+-- "table", "function", "seconds", "count", "headers", a function(v) ->
+-- why|nil, or a
 -- table: the spec of a nested options table.
 function args.options(fname, argn, t, spec, level)
   if t == nil then return {} end

@@ -11,6 +11,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "mock.h"
 
 static const char usage_text[] =
@@ -271,6 +273,7 @@ static void free_server(mock_server *s) {
     free(w);
   }
   mock_stats_free(&s->stats);
+  json_decref(s->fault_counts);
   mock_tokens_free(s->tokens);
   free(s);
 }
@@ -329,6 +332,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   mock_stats_init(&s->stats);
+  s->fault_counts = json_object();
   mock_conn_parser_settings(&s->settings);
 
   uv_loop_t loop;

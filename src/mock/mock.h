@@ -64,6 +64,7 @@ typedef struct mock_server {
   mock_config config;
   mock_tokens *tokens;          /* the default text */
   mock_stats stats;
+  struct json_t *fault_counts;  /* mock.key -> requests that carried it */
   mock_conn *conns;             /* every open connection */
   uint64_t conn_counter, request_counter, gen_counter;
   uint64_t connections_open, connections_total, active;

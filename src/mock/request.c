@@ -185,6 +185,28 @@ static int read_tool_calls(const options *o, mock_gen *g) {
   return 0;
 }
 
+/* mock.fail_first = N with mock.key = "K": the first N requests that carry
+   key K get the faults asked for; the ones after are served plainly (a
+   client's retry succeeds). The server counts per key. Returns -1 on misuse,
+   1 when the faults are off for this request, else 0. */
+static int fail_first(const options *o, mock_gen *g) {
+  uint64_t first;
+  const json_t *key;
+  json_t *counts = g->server->fault_counts;
+  json_int_t served;
+  if (opt_count(o, "fail_first", &first) < 0 || opt_string(o, "key", &key) < 0) return -1;
+  if (first == MOCK_NONE) return 0;
+  if (!key) return bad(o, "fail_first", "used with mock.key, a string");
+  served = json_integer_value(json_object_get(counts, json_string_value(key)));
+  json_object_set_new(counts, json_string_value(key), json_integer(served + 1));
+  if ((uint64_t)served < first) return 0;
+  g->status = 0;  /* every fault off: the request is served as asked */
+  g->error_after = g->error_event = g->malformed_after = g->reset_after = g->close_after =
+      g->stall_after = MOCK_NONE;
+  g->ping_only = g->no_done = g->no_finish = 0;
+  return 1;
+}
+
 /* The "mock" options. Returns -1 with a message in o->err. */
 static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   double tps, ttft, ping_interval, status;
@@ -194,7 +216,6 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   if (opt_number(o, "tokens_per_sec", &tps, cfg->tokens_per_sec) < 0 ||
       opt_number(o, "ttft", &ttft, cfg->ttft) < 0 ||
       opt_number(o, "ping_interval", &ping_interval, 0) < 0 ||
-
       opt_number(o, "status", &status, 0) < 0 ||
       opt_string(o, "text", &text) < 0 || opt_string(o, "keyword", &keyword) < 0 ||
       opt_string(o, "reasoning", &reasoning) < 0 ||
@@ -219,6 +240,7 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
                       status == 204 || status == 304))
     return bad(o, "status", "an HTTP status from 200 to 599 (not 204 or 304)");
   g->status = status == 200 ? 0 : (int)status;
+  if (fail_first(o, g) < 0) return -1;
   g->ns_per_item = tps > 0 ? 1e9 / tps : 0;
   g->ttft_ns = (uint64_t)(ttft * 1e9);
   if (ping_interval > 0 && ping_interval < 0.001)

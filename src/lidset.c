@@ -48,7 +48,7 @@ static int cmp(const void *a, const void *b) {
 static idset *check_set(lua_State *L) { return luaL_checkudata(L, 1, IDSET_MT); }
 
 static void seal(idset *s) {
-  if (!s->sorted) {
+  if (!s->sorted && s->n > 0) {
     qsort(s->v, s->n, sizeof *s->v, cmp);
     s->sorted = 1;
   }

@@ -406,4 +406,60 @@ T.case("quick mode: --prompts FILE --model M, custom_id = line number", function
   os.remove(out)
 end)
 
+T.case("10,000 requests at concurrency 1,000 in one process, no error", function()
+  local inp, out = tmp(), tmp()
+  local f = assert(io.open(inp, "w"))
+  for i = 1, 10000 do
+    f:write('{"custom_id":"big', i, '","method":"POST","url":"/v1/chat/completions","body":{"model":"m",',
+            '"max_tokens":5,"messages":[{"role":"user","content":"x"}],"mock":{"tokens_per_sec":0}}}\n')
+  end
+  f:close()
+  local summary = batch.run { input = inp, output = out, base_url = BASE, quiet = true, concurrency = 1000 }
+  T.eq(summary.requests, 10000, "all sent")
+  T.eq(summary.outcomes.finished, 10000, "all finished")
+  T.eq(summary.outcomes.failed, 0, "no error")
+  local n = 0
+  for _ in io.lines(out) do n = n + 1 end
+  T.eq(n, 10000, "10,000 records")
+  os.remove(inp)
+  os.remove(out)
+end)
+
+T.case("the input is a stream: 100,000 lines cost a few MB more than 10,000", function()
+  -- a child per size, every line already done: what the input and output
+  -- passes hold (the hashes of the custom_ids) is what grows with the file
+  local code = [[
+    local n, dir = tonumber(arg[1]), arg[2]
+    local inp, out = dir .. "/in", dir .. "/out"
+    local f, g = io.open(inp, "w"), io.open(out, "w")
+    for i = 1, n do
+      f:write('{"custom_id":"request-', i, '","body":{"model":"m","messages":[{"role":"user","content":"q', i, '"}]}}\n')
+      g:write('{"id":"batch_req_x","custom_id":"request-', i, '","error":null,"response":null,"sluice":{}}\n')
+    end
+    f:close() g:close()
+    collectgarbage()
+    local s = require("sluice.batch").run { input = inp, output = out, base_url = "http://127.0.0.1:1/v1", quiet = true }
+    assert(s.skipped == n and s.requests == 0)
+    io.write(io.open("/proc/self/status"):read("a"):match("VmHWM:%s*(%d+)"), "\n")
+  ]]
+  local function peak(n)
+    local dir = tmp()
+    assert(os.execute("mkdir " .. dir))
+    local script = dir .. "/m.lua"
+    local sf = assert(io.open(script, "w"))
+    sf:write(code)
+    sf:close()
+    local h = assert(io.popen(("%q %q %d %q"):format(SLUICE, script, n, dir)))
+    local kb = tonumber(h:read("l"))
+    h:close()
+    os.execute("rm -rf " .. dir)
+    return kb
+  end
+  local small, large = peak(10000), peak(100000)
+  T.ok(small and large, "measured")
+  if not os.getenv("SLUICE_SANITIZED") then  -- ASan's shadow and quarantine are not ours
+    T.le((large - small) / 1024, 4, "MB more for 100,000 lines than for 10,000")
+  end
+end)
+
 T.done()

@@ -258,7 +258,11 @@ local function on_choice(self, entry, position, raw)
     generated = true
   end
   if tools then
-    chunk.add_tools(c, tools, function(st, i, call) on_tool_call(self, st, i, call, raw) end)
+    chunk.add_tools(c, tools, function(st, i, call) on_tool_call(self, st, i, call, raw) end,
+                    self.emit and function(st, i, tc)
+                      emit(self, { type = "tool_call_delta", index = index, call_index = i, id = tc.id,
+                                   name = tc.name or "", arguments = concat(tc.args), raw = raw })
+                    end or nil)
     c.ntool = c.ntool + 1
     generated = true
   end
@@ -486,8 +490,9 @@ function Chat:deltas()
 end
 
 -- for ev in chat:events(): typed events of every choice (ev.index); ev.type
--- is "content", "reasoning", "tool_call", "usage", "finish" or "error", and
--- ev.raw the decoded chunk. After an error event the next call raises it.
+-- is "content", "reasoning", "tool_call" (a whole call), "tool_call_delta"
+-- (a call's arguments so far, as they stream), "usage", "finish" or "error",
+-- and ev.raw the decoded chunk. After an error event the next call raises it.
 local function events_next(self)
   while true do
     local h = self.qhead

@@ -90,8 +90,9 @@ function M.flush_tools(st, below, done)
   end
 end
 
--- Adds a chunk's tool-call fragments.
-function M.add_tools(st, list, done)
+-- Adds a chunk's tool-call fragments; delta(st, call_index, tc), when given,
+-- is called for each call a fragment added to (tc.args: the pieces so far).
+function M.add_tools(st, list, done, delta)
   local tools = st.tools
   if not tools then
     tools = {}
@@ -120,6 +121,7 @@ function M.add_tools(st, list, done)
         local a = fn.arguments
         if type(a) == "string" and a ~= "" then tc.args[#tc.args + 1] = a end
       end
+      if delta then delta(st, idx, tc) end
     end
   end
 end

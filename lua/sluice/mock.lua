@@ -303,16 +303,28 @@ function mock.setup(argv, spec)
     elseif rec == false then
       print("  server: never received the request (stopped before it was sent): generated nothing")
     elseif rec.client_closed then
+      -- "After the stop": sent after sluice closed the connection, from the
+      -- send times of the mock's last tokens (its clock is sluice.now()'s,
+      -- CLOCK_MONOTONIC). The rest of what sluice did not read was already
+      -- on its way when the script stopped.
+      local unread = rec.tokens_sent - m.tokens
+      local after = unread
+      if m.ended and type(rec.recent_token_at) == "table" then
+        after = 0
+        for _, t in ipairs(rec.recent_token_at) do
+          if t > m.ended then after = after + 1 end
+        end
+      end
       local spared = rec.max_tokens and rec.max_tokens - rec.tokens_sent
-      print(("  server: generated %d tokens, %d after the stop%s"):format(
-        rec.tokens_sent, rec.tokens_sent - m.tokens,
+      print(("  server: generated %d tokens, %d after the stop%s%s"):format(
+        rec.tokens_sent, after,
+        unread > after and format(" (%d more were on their way, unread)", unread - after) or "",
         spared and spared > 0 and format("; spared %d of max_tokens %d", spared, rec.max_tokens) or ""))
-      -- sluice's close time and the mock's notice time: two processes, one
-      -- clock (CLOCK_MONOTONIC is sluice.now()'s and the mock's)
+      -- sluice's close time and the mock's notice time: two processes, one clock
       local gap = rec.closed_at and m.ended and rec.closed_at - m.ended
       if gap then
         print(("  disconnect: the server noticed it %s after sluice closed the connection"
-               .. " (both on this machine's monotonic clock)"):format(
+               .. " (sluice's time and the mock's, one monotonic clock)"):format(
           gap < 0.001 and format("%.0f us", gap * 1e6) or format("%.1f ms", gap * 1000)))
       end
     else

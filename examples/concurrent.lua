@@ -8,7 +8,9 @@ local cjson = require "cjson"
 local policy = require "sluice.policy"
 local mock = require "sluice.mock"
 
-local env = mock.setup(arg)
+local env = mock.setup(arg, {
+  about = "Several prompts at once, each with its own stop policy, and a summary table.",
+})
 
 -- mock: how a sluice-mock should behave for this prompt (others ignore it)
 local jobs = {

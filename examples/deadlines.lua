@@ -8,9 +8,17 @@ local cjson = require "cjson"
 local policy = require "sluice.policy"
 local mock = require "sluice.mock"
 
-local env = mock.setup(arg)
-local ttft = tonumber(env.options.ttft) or (env.is_mock and 0.5 or 10)
-local idle = tonumber(env.options.idle) or (env.is_mock and 0.5 or 5)
+local env = mock.setup(arg, {
+  about = "Time-to-first-token and idle deadlines on a slow server.",
+  flags = {
+    { "ttft", "S", "give up when the first token takes longer than S seconds\n" ..
+                   "(default 0.5 against a sluice-mock, else 10)", number = true },
+    { "idle", "S", "give up when the stream is silent for S seconds\n" ..
+                   "(default 0.5 against a sluice-mock, else 5)", number = true },
+  },
+})
+local ttft = env.options.ttft or (env.is_mock and 0.5 or 10)
+local idle = env.options.idle or (env.is_mock and 0.5 or 5)
 
 -- behaviour asks a sluice-mock to be slow; any other server ignores it
 local function run(name, stop_when, behaviour)

@@ -10,7 +10,14 @@ local cjson = require "cjson"
 local openai = require "sluice.openai"
 local mock = require "sluice.mock"
 
-local env = mock.setup(arg)
+local env = mock.setup(arg, {
+  about = "The same prompt to two models or endpoints; the loser is cancelled upstream.\n" ..
+          "--model twice (or --model2) names the two contenders.",
+  flags = {
+    { "model2", "M", "the second contender's model (default: the second --model, else the first)" },
+    { "base-url2", "URL", "the second contender's server (default: the first's)" },
+  },
+})
 local prompt = "In one paragraph: why do mills have sluice gates?"
 
 -- the contenders; a sluice-mock makes the first slow and the second quick

@@ -7,7 +7,9 @@ local cjson = require "cjson"
 local policy = require "sluice.policy"
 local mock = require "sluice.mock"
 
-local env = mock.setup(arg)
+local env = mock.setup(arg, {
+  about = "Cut a stream that has fallen into a loop.",
+})
 local id = env.request_id("repetition_guard")
 
 -- a sluice-mock is told to start looping; any other server ignores the header

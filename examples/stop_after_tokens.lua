@@ -8,7 +8,9 @@
 local policy = require "sluice.policy"
 local mock = require "sluice.mock"
 
-local env = mock.setup(arg)
+local env = mock.setup(arg, {
+  about = "Stop after 200 tokens; the server stops generating at once.",
+})
 local id = env.request_id("stop_after_tokens")
 
 local chat = env.client:chat({

@@ -8,7 +8,10 @@ local cjson = require "cjson"
 local policy = require "sluice.policy"
 local mock = require "sluice.mock"
 
-local env = mock.setup(arg)
+local env = mock.setup(arg, {
+  about = "Stop when a keyword appears, even split across chunks.",
+  flags = { { "keyword", "K", "the keyword to stop on (default Q.E.D.)" } },
+})
 local keyword = env.options.keyword or "Q.E.D."
 local id = env.request_id("stop_on_keyword")
 

@@ -126,48 +126,125 @@ end
 -- ---------------------------------------------------------------------------
 -- For examples
 
--- Reads --model M (repeatable), --base-url URL and --key value flags.
-local function parse_args(argv)
-  local o, models, i = {}, {}, 1
-  while argv and argv[i] do
+-- Flags every example takes, after its own.
+local common_flags = {
+  { "model", "M", "the model (default: $OPENAI_MODEL, else the server's first)", many = true },
+  { "base-url", "URL", "an OpenAI-compatible server, written like OPENAI_BASE_URL\n" ..
+                       "(http://host:port/v1); default: $OPENAI_BASE_URL, else a\n" ..
+                       "sluice-mock started for the run" },
+}
+
+-- The one-line synopsis: "sluice PROGRAM [--flag V] ... [--help]".
+local function synopsis(prog, flags)
+  local parts = { "sluice " .. prog }
+  for _, f in ipairs(flags) do
+    parts[#parts + 1] = ("[--%s %s]"):format(f[1], f[2])
+  end
+  parts[#parts + 1] = "[--help]"
+  return table.concat(parts, " ")
+end
+
+local function help_text(prog, spec, flags)
+  local out = { "usage: " .. synopsis(prog, flags) }
+  if spec.about then out[#out + 1] = spec.about end
+  out[#out + 1] = "Runs against $OPENAI_BASE_URL (and $OPENAI_API_KEY), else against a sluice-mock it starts."
+  local width = 0
+  for _, f in ipairs(flags) do width = math.max(width, #f[1] + #f[2] + 3) end
+  for _, f in ipairs(flags) do
+    local head = ("--%s %s"):format(f[1], f[2])
+    local lines = {}
+    for l in (f[3] .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
+    out[#out + 1] = ("  %-" .. width .. "s  %s"):format(head, lines[1])
+    for i = 2, #lines do out[#out + 1] = (" "):rep(width + 4) .. lines[i] end
+  end
+  out[#out + 1] = ("  %-" .. width .. "s  %s"):format("--help", "this text")
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- Reads argv against flags ({ name, value name, help, many=, number= }):
+-- --name VALUE or --name=VALUE. Returns the options (names with "_" for "-";
+-- a `many` flag's values in a list), or nil and what is wrong; "help" when
+-- asked for it.
+local function parse_args(argv, flags)
+  local known = {}
+  for _, f in ipairs(flags) do known[f[1]] = f end
+  local o, i = {}, 1
+  for _, f in ipairs(flags) do
+    if f.many then o[f[1]:gsub("%-", "_")] = {} end
+  end
+  while argv and argv[i] ~= nil do
     local a = argv[i]
-    local k, v = a:match("^%-%-([%w_-]+)=(.*)$")
-    if not k then
-      k = a:match("^%-%-([%w_-]+)$")
-      if k then
-        v = argv[i + 1]
-        i = i + 1
-      end
+    if a == "--help" or a == "-h" then return nil, "help" end
+    local name, v = a:match("^%-%-([%w_-]+)=(.*)$")
+    if not name then name = a:match("^%-%-([%w_-]+)$") end
+    local f = name and known[name]
+    if not f then
+      if a:sub(1, 1) == "-" then return nil, ("unknown option '%s'"):format(a) end
+      return nil, ("unexpected argument '%s'"):format(a)
     end
-    if k then
-      k = k:gsub("%-", "_")
-      if k == "model" then models[#models + 1] = v else o[k] = v end
+    if not v then
+      i = i + 1
+      v = argv[i]
+      if v == nil then return nil, ("option '--%s' needs a value (%s)"):format(name, f[2]) end
+    end
+    if f.number then
+      local n = tonumber(v)
+      if not n then return nil, ("option '--%s' must be a number, got '%s'"):format(name, v) end
+      v = n
+    end
+    local key = name:gsub("%-", "_")
+    if f.many then
+      local list = o[key]
+      list[#list + 1] = v
+    else
+      o[key] = v
     end
     i = i + 1
   end
-  o.models = models
   return o
 end
 
--- mock.setup(arg, mock_opts) -> env: if $OPENAI_BASE_URL (or --base-url) is
--- set, a client for it, else a sluice-mock started with mock_opts. env has
--- client, model (--model, $OPENAI_MODEL, else the server's first model),
--- models (every --model given), options (other --flags), server (the mock we
--- started, or nil), is_mock (the server is a sluice-mock), request_id(name), record(id) (the mock's /stats record
--- once it saw the request end; nil when the server is not a sluice-mock) and
--- finish() (stops our mock).
-function mock.setup(argv, mock_opts)
+-- mock.setup(arg, spec) -> env: the command line and the server of an
+-- example. spec = { about = "what the example shows, one line",
+--   flags = { { "name", "VALUE", "help", number = true }, ... } (besides
+--   --model M, repeatable, and --base-url URL, which every example takes),
+--   mock = { mock.start options } }.
+-- `--help` prints the usage and exits 0; an unknown flag, a missing value or
+-- a stray argument prints a one-line usage error and exits 2; both before
+-- anything starts. Then: if $OPENAI_BASE_URL (or --base-url) is set, a client
+-- for it, else a sluice-mock started with spec.mock. env has client, model
+-- (--model, $OPENAI_MODEL, else the server's first model), models (every
+-- --model given), options (the other flags, "-" read as "_"), server (the
+-- mock we started, or nil), is_mock (the server is a sluice-mock),
+-- request_id(name), record(id), report(id, res, label) and finish() (stops
+-- our mock).
+function mock.setup(argv, spec)
+  spec = spec or {}
+  local flags = {}
+  for _, f in ipairs(spec.flags or {}) do flags[#flags + 1] = f end
+  for _, f in ipairs(common_flags) do flags[#flags + 1] = f end
+  local prog = argv and argv[0] or "example.lua"
+  local o, why = parse_args(argv, flags)
+  if why == "help" then
+    io.stdout:write(help_text(prog, spec, flags))
+    io.stdout:flush()
+    os.exit(0)
+  elseif not o then
+    io.stderr:write(("%s: %s; usage: %s\n"):format(prog, why, synopsis(prog, flags)))
+    os.exit(2)
+  end
+
   local openai = require "sluice.openai"
-  local o = parse_args(argv)
   local base = o.base_url or os.getenv("OPENAI_BASE_URL")
   local env = { options = o }
   if base and base ~= "" then
     env.client = openai.client { base_url = base }
   else
-    env.server = mock.start(mock_opts)
+    env.server = mock.start(spec.mock)
     env.client = openai.client { base_url = env.server.url, api_key = "" }
   end
-  local models = o.models
+  local models = o.model
+  o.model = nil
   if #models == 0 then
     local m = os.getenv("OPENAI_MODEL")
     if not m or m == "" then
@@ -180,21 +257,26 @@ function mock.setup(argv, mock_opts)
 
   local root = env.client.base_url:gsub("/v1$", "")
   -- a sluice-mock answers /stats; examples then ask it for slow or odd behaviour
-  local st = env.server and env.server.stats() or fetch_json(root .. "/stats")
-  env.is_mock = type(st) == "table" and type(st.requests) == "table"
+  local function stats()
+    local st = fetch_json(root .. "/stats")
+    if type(st) == "table" and type(st.requests) == "table" then return st end
+  end
+  env.is_mock = stats() ~= nil
   local seq = 0
   function env.request_id(name)
     seq = seq + 1
     return ("%s-%d-%d"):format(name, os.time(), seq)
   end
   -- The sluice-mock's record of request id, waiting (up to 2 s) until it
-  -- ended; nil against a server that has no /stats.
+  -- ended. nil against a server that has no /stats; false when the mock
+  -- never received the request.
   function env.record(id)
+    if not env.is_mock then return nil end
     local deadline = sluice.now() + 2
     local rec
     repeat
-      local st = fetch_json(root .. "/stats")
-      if type(st) ~= "table" or type(st.requests) ~= "table" then return nil end
+      local st = stats()
+      if not st then return nil end
       rec = nil
       for _, r in ipairs(st.requests) do
         if r.id == id then rec = r end
@@ -202,10 +284,11 @@ function mock.setup(argv, mock_opts)
       if rec and (rec.client_closed or rec.completed or rec.aborted) then return rec end
       sluice.sleep(0.02)
     until sluice.now() > deadline
-    return rec
+    return rec or false
   end
   -- Prints what the client got (res is a chat stream's result()) and, against
-  -- a sluice-mock, what the server saw. Returns the mock's record or nil.
+  -- a sluice-mock, what the server saw. Returns the mock's record, false when
+  -- the mock never received the request, nil against another server.
   function env.report(id, res, label)
     local m = res.metrics
     local how = res.stop_reason and ("stopped by " .. res.stop_reason)
@@ -213,17 +296,37 @@ function mock.setup(argv, mock_opts)
                 or ("finished on its own (" .. tostring(res.finish_reason) .. ")")
     print(("[request %s] %sreceived %d tokens, %s"):format(id, label and (label .. ": ") or "",
                                                           m.tokens, how))
-    local rec = env.record(id)
-    if not rec then
-      print("  (the server has no /stats: not a sluice-mock)")
+    -- A request stopped before it was connected never reached the server.
+    local rec = (m.connected or not res.stop_reason) and env.record(id) or (env.is_mock and false)
+    if rec == nil then
+      print("  (the server has no /stats: not a sluice-mock, so what it generated is not known here)")
+    elseif rec == false then
+      print("  server: never received the request (stopped before it was sent): generated nothing")
     elseif rec.client_closed then
+      -- "After the stop": sent after sluice closed the connection, from the
+      -- send times of the mock's last tokens (its clock is sluice.now()'s,
+      -- CLOCK_MONOTONIC). The rest of what sluice did not read was already
+      -- on its way when the script stopped.
+      local unread = rec.tokens_sent - m.tokens
+      local after = unread
+      if m.ended and type(rec.recent_token_at) == "table" then
+        after = 0
+        for _, t in ipairs(rec.recent_token_at) do
+          if t > m.ended then after = after + 1 end
+        end
+      end
       local spared = rec.max_tokens and rec.max_tokens - rec.tokens_sent
-      local latency = rec.closed_at and m.ended and rec.closed_at - m.ended
-      print(("  server: generated %d tokens, %d after the stop; noticed the disconnect%s%s"):format(
-        rec.tokens_sent, rec.tokens_sent - m.tokens,
-        latency and (latency < 0.001 and format(" %.0f us after it", latency * 1e6)
-                     or format(" %.1f ms after it", latency * 1000)) or "",
+      print(("  server: generated %d tokens, %d after the stop%s%s"):format(
+        rec.tokens_sent, after,
+        unread > after and format(" (%d more were on their way, unread)", unread - after) or "",
         spared and spared > 0 and format("; spared %d of max_tokens %d", spared, rec.max_tokens) or ""))
+      -- sluice's close time and the mock's notice time: two processes, one clock
+      local gap = rec.closed_at and m.ended and rec.closed_at - m.ended
+      if gap then
+        print(("  disconnect: the server noticed it %s after sluice closed the connection"
+               .. " (sluice's time and the mock's, one monotonic clock)"):format(
+          gap < 0.001 and format("%.0f us", gap * 1e6) or format("%.1f ms", gap * 1000)))
+      end
     else
       print(("  server: generated %d tokens, %s"):format(rec.tokens_sent,
             rec.completed and "completed the response" or "did not complete the response"))

@@ -26,17 +26,22 @@ local function run(name, opts)
   return out
 end
 
--- The requests an example reported: { id, tokens, how } from its
--- "[request ID] ...received N tokens, HOW" lines.
+-- The requests an example reported: { id, tokens, how, sent, after } from its
+-- "[request ID] ...received N tokens, HOW" lines and the "server: generated
+-- SENT tokens, AFTER after the stop" line under each.
 local function reported(out)
   local list = {}
-  for id, n, how in out:gmatch("%[request (%S+)%] [^\n]-received (%d+) tokens, ([^\n]*)") do
-    list[#list + 1] = { id = id, tokens = tonumber(n), how = how }
+  for id, n, how, rest in out:gmatch("%[request (%S+)%] [^\n]-received (%d+) tokens, ([^\n]*)\n?([^\n]*)") do
+    local sent, after = rest:match("^  server: generated (%d+) tokens, (%d+) after the stop")
+    list[#list + 1] = { id = id, tokens = tonumber(n), how = how, sent = tonumber(sent), after = tonumber(after) }
   end
   return list
 end
 
 -- Checks every reported request against the mock; returns them by reason.
+-- "After the stop" is the example's own figure: the mock's send times of its
+-- last tokens against sluice's close time (one clock), as
+-- testlib.assert_stopped counts; what was already on its way is not counted.
 local function check_upstream(out, expected)
   local list = reported(out)
   T.eq(#list, expected, "requests reported")
@@ -47,7 +52,9 @@ local function check_upstream(out, expected)
       local rec = T.wait_record(r.id, function(x) return x.client_closed end)
       T.ok(rec.aborted, r.id .. ": the mock aborted the request")
       T.ok(not rec.completed, r.id .. ": not completed")
-      T.le(rec.tokens_sent - r.tokens, 1, r.id .. ": tokens generated after the stop")
+      T.eq(r.sent, rec.tokens_sent, r.id .. ": the tokens the example says the server generated")
+      T.ok(rec.tokens_sent >= r.tokens, r.id .. ": the server sent what the example received")
+      T.le(r.after, 1, r.id .. ": tokens generated after the stop")
       T.contains(T.mock_log(), "Aborted request " .. r.id, "mock log")
       reasons[#reasons + 1] = stopped
     else
@@ -64,7 +71,10 @@ T.case("stop_after_tokens", function()
   local reasons, list = check_upstream(out, 1)
   T.eq(reasons[1], "max_tokens:200", "reason")
   T.eq(list[1].tokens, 200, "tokens received")
-  T.contains(out, "after the stop; noticed the disconnect", "the example reports what the server saw")
+  T.contains(out, "after the stop", "the example reports what the server saw")
+  -- the one latency figure, said plainly: whose close, whose notice
+  T.ok(out:match("disconnect: the server noticed it [%d.]+ [um]s after sluice closed the connection"),
+       "the disconnect line:\n" .. out)
 end)
 
 T.case("stop_on_keyword", function()
@@ -117,11 +127,85 @@ T.case("an example without OPENAI_BASE_URL starts and stops its own mock", funct
   T.contains(out, "stopped by max_tokens:200", "ran")
   -- as everywhere: at most one token after the stop (a loaded machine may let
   -- one through before the mock sees the close)
-  local sent, after = out:match("server: generated (%d+) tokens, (%d+) after the stop")
-  T.ok(sent, "read its own mock's /stats")
-  T.le(tonumber(after), 1, "tokens generated after the stop")
-  T.eq(tonumber(sent) - tonumber(after), 200, "tokens the script received")
+  local r = reported(out)[1]
+  T.ok(r and r.sent, "read its own mock's /stats:\n" .. out)
+  T.le(r.after, 1, "tokens generated after the stop")
+  T.eq(r.tokens, 200, "tokens the script received")
+  T.ok(r.sent >= 200, "the server generated what the script received")
 end)
+
+-- Runs an example with args through sluice.exec; returns code, stdout, stderr.
+local function run_raw(name, args, base_url)
+  local argv = { "env", "-u", "OPENAI_API_KEY", "-u", "OPENAI_MODEL", "-u", "OPENAI_BASE_URL" }
+  if base_url then argv[#argv + 1] = "OPENAI_BASE_URL=" .. base_url end
+  argv[#argv + 1] = bin
+  argv[#argv + 1] = ("%s/%s.lua"):format(examples, name)
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = assert(sluice.exec(argv, { timeout = 30 }))
+  return r.code, r.stdout, r.stderr
+end
+
+local all = { "stop_after_tokens", "stop_on_keyword", "stop_button", "deadlines", "concurrent", "race",
+              "repetition_guard" }
+
+T.case("every example: --help prints its usage, --frobnicate is a usage error; nothing starts", function()
+  -- a mock nobody else talks to: anything an example started against it
+  -- would show in its connection count
+  local server = mock.start { quiet = true }
+  local ok, err = pcall(function()
+    for _, name in ipairs(all) do
+      local code, out, errout = run_raw(name, { "--help" }, server.url)
+      T.eq(code, 0, name .. " --help: exit status (" .. errout .. ")")
+      T.contains(out, ("usage: sluice %s/%s.lua "):format(examples, name), name .. " --help")
+      T.contains(out, "--model M", name .. " --help lists the flags")
+      T.eq(errout, "", name .. " --help: stderr")
+      code, out, errout = run_raw(name, { "--frobnicate" }, server.url)
+      T.eq(code, 2, name .. " --frobnicate: exit status")
+      T.eq(out, "", name .. " --frobnicate: stdout")
+      T.ok(errout:match("^[^\n]*unknown option '%-%-frobnicate'; usage: sluice [^\n]*\n$"),
+           name .. " --frobnicate: one line of usage error, got " .. errout)
+    end
+    -- without OPENAI_BASE_URL an example starts its own mock, unless asked for help
+    local code, out = run_raw("stop_after_tokens", { "--help" })
+    T.eq(code, 0, "--help without a server")
+    T.ok(not out:find("[request", 1, true), "ran nothing")
+    local code2, _, errout = run_raw("stop_on_keyword", { "--keyword" }, server.url)
+    T.eq(code2, 2, "a flag without its value")
+    T.contains(errout, "option '--keyword' needs a value", "says which")
+    code2, _, errout = run_raw("deadlines", { "--ttft=soon" }, server.url)
+    T.eq(code2, 2, "a number flag that is not a number")
+    T.contains(errout, "option '--ttft' must be a number", "says which")
+    code2, _, errout = run_raw("stop_on_keyword", { "stray" }, server.url)
+    T.eq(code2, 2, "a stray argument")
+    T.contains(errout, "unexpected argument 'stray'", "says which")
+    T.eq(server.stats().connections_total, 1, "connections the mock saw (only this /stats)")
+  end)
+  server.stop()
+  if not ok then error(err, 0) end
+end)
+
+T.case("flags reach the example: --keyword and --ttft/--idle", function()
+  local code, out = run_raw("stop_on_keyword", { "--keyword", "QED" }, T.url .. "/v1")
+  T.eq(code, 0, "exit status")
+  T.contains(out, 'stopped by stop_on:"QED"', "the keyword given")
+  code, out = run_raw("deadlines", { "--ttft=0.3", "--idle", "0.4" }, T.url .. "/v1")
+  T.eq(code, 0, "exit status")
+  T.contains(out, "stopped by ttft:0.3s", "ttft")
+  T.contains(out, "stopped by idle:0.4s", "idle")
+end)
+
+-- stdin at its end: the button stops the answer at once, maybe before the
+-- request reached the server. The report says which, never that the
+-- example's own mock has no /stats.
+for _, own in ipairs { true, false } do
+  T.case("stop_button with stdin at its end" .. (own and ", its own mock" or ""), function()
+    local out = run("stop_button", { own_mock = own, stdin = "true" })
+    T.contains(out, "stopped by stop button", "stopped")
+    T.ok(not out:find("no /stats", 1, true), "no false claim about /stats:\n" .. out)
+    T.ok(out:find("server: never received the request", 1, true) or out:find("server: generated %d+ tokens"),
+         "what the server saw:\n" .. out)
+  end)
+end
 
 T.case("mock.start and stop", function()
   local server = mock.start { tokens_per_sec = 0, quiet = true }

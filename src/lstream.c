@@ -292,7 +292,7 @@ static double retry_after(const char *v) {
 static void push_stream_error(lua_State *L, sl_stream *s) {
   if (s->state == SL_STATE_CANCELLED) {
     char msg[256];
-    snprintf(msg, sizeof msg, "stream cancelled: %s",
+    snprintf(msg, sizeof msg, "cancelled: %s",
              s->cancel_reason ? s->cancel_reason : "cancelled");
     sl_error_push(L, "cancelled", msg, 0, NULL, 0);
   } else {

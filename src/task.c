@@ -124,7 +124,7 @@ sl_task *sl_task_current(lua_State *L, const char *what) {
 
 static void push_cancel_error(lua_State *L, sl_task *t) {
   char msg[256];
-  snprintf(msg, sizeof msg, "task cancelled: %s",
+  snprintf(msg, sizeof msg, "cancelled: %s",
            t->cancel_reason ? t->cancel_reason : "cancelled");
   sl_error_push(L, "cancelled", msg, 0, NULL, 0);
 }

@@ -125,13 +125,19 @@ local function fail(self, err)
   if self.emit then emit(self, { type = "error", error = err, index = 0 }) end
 end
 
+-- A call's arguments decoded (integers as integers), or nil.
+local function tool_args(a)
+  local doc = decode(a ~= "" and a or "{}")
+  return type(doc) == "table" and ints(doc) or nil
+end
+
 -- A tool call of choice c is complete: a "tool_call" event.
 local function on_tool_call(self, c, call_index, call, raw)
   if self.emit then
     local a = call["function"].arguments
     emit(self, { type = "tool_call", index = c == self and 0 or c.index, call_index = call_index,
                  id = call.id, name = call["function"].name, arguments = a,
-                 args = decode(a ~= "" and a or "{}"), call = call, raw = raw })
+                 args = tool_args(a), call = call, raw = raw })
   end
 end
 

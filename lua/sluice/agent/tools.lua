@@ -10,6 +10,7 @@ local cjson = require "cjson"
 local args = require "sluice.args"
 
 local decode = require("cjson.safe").decode
+local ints = require("sluice.openai.errors").ints
 local encode = cjson.encode
 local null = cjson.null
 local format = string.format
@@ -39,6 +40,7 @@ function M.arguments(tool, text)
     if type(doc) ~= "table" then
       return nil, "the arguments are not valid JSON: " .. tostring(text):sub(1, 200)
     end
+    ints(doc)  -- 2, not 2.0
   end
   local params = tool.parameters
   local required = type(params) == "table" and params.required

@@ -142,7 +142,8 @@ local function user_policy(st, turn_state)
   local p = st.stop_when
   if not p then return nil end
   return { start = function()
-    local inst = policy.start(p)
+    -- a function gets to return a table (policy.start would make it a reason)
+    local inst = type(p) == "function" and { check = function(_, state) return p(state) end } or policy.start(p)
     return {
       check = function(_, state)
         local r, trim = inst.check(inst, state)

@@ -121,7 +121,7 @@ function M.exec(o)
                   ("Runs " .. table.concat(o.argv_prefix or {}, " ") .. " with the given arguments.")),
     parameters = params,
     run = function(a)
-      local argv, opts = {}, { timeout = o.timeout, max_output = max * 4, cwd = o.cwd, env = o.env }
+      local argv, opts = {}, { timeout = o.timeout, max_output = math.max(max * 4, 1 << 20), cwd = o.cwd, env = o.env }
       if o.shell then
         if type(a.command) ~= "string" then error("command must be a string", 0) end
         argv = a.command
@@ -138,9 +138,9 @@ function M.exec(o)
       local r, err = sluice.exec(argv, opts)
       if not r then error(tostring(err), 0) end
       local status = r.code and ("exit status " .. r.code) or ("killed by signal " .. tostring(r.signal))
-      local out = status .. "\n" .. r.stdout
-      if r.stderr ~= "" then out = out .. "\n[stderr]\n" .. r.stderr end
-      return capped(out, max)
+      local out = status .. "\n" .. capped(r.stdout, max)
+      if r.stderr ~= "" then out = out .. "\n[stderr]\n" .. capped(r.stderr, max) end
+      return out
     end,
   }
 end
@@ -173,7 +173,7 @@ function M.fetch(o)
                                       body = method == "POST" and type(a.body) == "string" and a.body or nil,
                                       timeouts = o.timeout and { total = o.timeout } or nil }
       if not res then error(tostring(err), 0) end
-      return capped(("status %d\n%s"):format(res.status, res.body), max)
+      return ("status %d\n%s"):format(res.status, capped(res.body, max))
     end,
   }
 end

@@ -30,6 +30,7 @@ static void usage(FILE *f) {
           "       %s COMMAND [args]   (sluice help lists the commands)\n"
           "Runs a Lua 5.4 script whose streams stop upstream when the script says so.\n"
           "  -e CODE      run CODE first (may be given more than once), then the script\n"
+          "  --trace FILE write a trace of every stream to FILE (also $SLUICE_TRACE)\n"
           "  -            run the script read from standard input\n"
           "  -v, --version  print the version\n"
           "  -h, --help     print this help\n"
@@ -148,6 +149,7 @@ typedef struct host_args {
   int ncodes;
   int script;              /* index in argv of the script, 0 if none */
   const char *command;     /* the subcommand's file, or NULL */
+  const char *trace;       /* --trace FILE, or $SLUICE_TRACE */
   char luadir[PATH_MAX];
 } host_args;
 
@@ -201,6 +203,14 @@ static int pmain(lua_State *L) {
   luaL_openlibs(L);
   set_paths(L, a->luadir);
   sl_open_exit(L);
+  if (a->trace && *a->trace) {  /* sluice.trace(path), before anything streams */
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "sluice.core");
+    lua_getfield(L, -1, "trace");
+    lua_pushstring(L, a->trace);
+    lua_call(L, 1, 0);
+    lua_pop(L, 2);
+  }
   set_arg(L, a->argv, a->argc, a->script ? a->script : a->argc - 1);
   lua_newtable(L);  /* 1: the chunks */
   for (i = 0; i < a->ncodes; i++) {
@@ -263,6 +273,12 @@ static int parse_args(host_args *a) {
         return 1;
       }
       a->codes[a->ncodes++] = a->argv[i];
+    } else if (strcmp(s, "--trace") == 0) {
+      if (++i >= a->argc) {
+        fprintf(stderr, "%s: '--trace' needs a file\n", progname);
+        return 1;
+      }
+      a->trace = a->argv[i];
     } else if (strcmp(s, "--") == 0) {
       a->script = i + 1 < a->argc ? i + 1 : 0;
       break;
@@ -321,6 +337,7 @@ int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
   a.argc = argc;
   a.argv = argv;
+  a.trace = getenv("SLUICE_TRACE");
   if ((status = parse_args(&a)) != 0) return status < 0 ? 0 : status;
   lua_dir(a.luadir, sizeof a.luadir);
   if (a.script && (status = find_command(&a, command, sizeof command)) != 0)

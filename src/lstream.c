@@ -44,7 +44,7 @@ static sl_stream *check_stream(lua_State *L, int i) {
 
 static const char *const known_opts[] = {
     "url", "method", "headers", "body", "json", "framing", "timeouts", "max_event_bytes",
-    "insecure", "ca_file", "proxy", "http2", "max_redirects", NULL};
+    "insecure", "ca_file", "proxy", "http2", "max_redirects", "tag", NULL};
 static const char *const known_timeouts[] = {"connect", "first_byte", "idle", "total", NULL};
 
 /* A connect timeout unless the script says otherwise: a server that never
@@ -140,6 +140,7 @@ static void read_headers(lua_State *L, const sl_opts *op, sl_stream_opts *o) {
         free(line);
       }
       if (is_secret_header(name)) add_secret(o, value);
+      else if (strcasecmp(name, "x-request-id") == 0) o->request_id = value;  /* alive in opts */
     }
     lua_pop(L, 2);
   }
@@ -173,6 +174,8 @@ static void read_opts(lua_State *L, sl_stream_opts *o, int fetch) {
   o->insecure = sl_opts_flag(&op, "insecure", 0);
   o->http2 = sl_opts_flag(&op, "http2", 0);
   o->max_redirects = (long)sl_opts_integer(&op, "max_redirects", 0, 0);
+  if ((o->tag = sl_opts_string(&op, "tag", &o->tag_len)) && sl_has_crlf(o->tag, o->tag_len))
+    sl_opts_error(&op, "tag", "must not contain CR, LF or NUL");
 
   framing = sl_opts_string(&op, "framing", NULL);
   if (fetch) {
@@ -344,6 +347,15 @@ static int push_text(lua_State *L, const sl_event *ev) {
   return 1;
 }
 
+/* A text piece read (on L's top) goes into the stream's next text line,
+   written once the script has read all that came. */
+static void trace_piece(lua_State *L, sl_stream *s) {
+  size_t len;
+  const char *p = lua_tolstring(L, -1, &len);
+  sl_trace_piece(s->rt->trace, &s->tp, p, len);
+  if (s->queued <= 1 || sl_trace_pieces_full(&s->tp)) sl_trace_text(s->rt->trace, &s->tp, s->id);
+}
+
 /* sluice._chunk_text(json) -> text | nil: the fast path alone, for tests. */
 static int l_chunk_text(lua_State *L) {
   sl_event ev;
@@ -369,6 +381,7 @@ static int next_k(lua_State *L, int status, lua_KContext mode) {
   if (status == LUA_YIELD) sl_task_check_cancel(L, t);
   if (sl_stream_peek(s, &ev)) {
     if (mode != MODE_TEXT || !push_text(L, &ev)) push_event(L, s, &ev);
+    else if (s->rt->trace) trace_piece(L, s);
     sl_stream_pop(s);
     return 1;
   }
@@ -465,6 +478,56 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
+/* s:trace_text(piece): a text piece for the trace (what sluice.openai
+   decoded itself); nothing without a trace. */
+static int l_trace_text(lua_State *L) {
+  sl_stream *s = check_stream(L, 1);
+  size_t len;
+  const char *p = luaL_checklstring(L, 2, &len);
+  if (s->rt->trace) {
+    sl_trace_piece(s->rt->trace, &s->tp, p, len);
+    if (s->queued == 0 || sl_trace_pieces_full(&s->tp)) sl_trace_text(s->rt->trace, &s->tp, s->id);
+  }
+  return 0;
+}
+
+/* s:trace_note(fields): a note line about the stream (its strings, numbers
+   and booleans; other values are left out); nothing without a trace. */
+static int l_trace_note(lua_State *L) {
+  sl_stream *s = check_stream(L, 1);
+  sl_trace *t = s->rt->trace;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (!t) return 0;
+  sl_trace_text(t, &s->tp, s->id);  /* the note comes after what was read */
+  sl_trace_begin(t, "note", s->id);
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -2);
+      size_t len;
+      switch (lua_type(L, -1)) {
+      case LUA_TSTRING: {
+        const char *v = lua_tolstring(L, -1, &len);
+        sl_trace_str(t, k, v, len);
+        break;
+      }
+      case LUA_TNUMBER:
+        if (lua_isinteger(L, -1)) sl_trace_int(t, k, (long long)lua_tointeger(L, -1));
+        else sl_trace_num(t, k, lua_tonumber(L, -1));
+        break;
+      case LUA_TBOOLEAN:
+        sl_trace_bool(t, k, lua_toboolean(L, -1));
+        break;
+      default:
+        break;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  sl_trace_end(t);
+  return 0;
+}
+
 static int l_state(lua_State *L) {
   lua_pushstring(L, sl_state_name(check_stream(L, 1)->state));
   return 1;
@@ -518,6 +581,8 @@ static int l_metrics(lua_State *L) {
   set_time(L, "ended", s->t_ended);
   lua_pushinteger(L, (lua_Integer)s->events);
   lua_setfield(L, -2, "events");
+  lua_pushinteger(L, (lua_Integer)s->id);
+  lua_setfield(L, -2, "id");
   lua_pushinteger(L, (lua_Integer)s->bytes);
   lua_setfield(L, -2, "bytes");
   lua_pushstring(L, sl_state_name(s->state));
@@ -585,13 +650,32 @@ static int l_fetch(lua_State *L) {
 static const luaL_Reg stream_methods[] = {
     {"next", l_next},       {"next_text", l_next_text}, {"events", l_events},   {"cancel", l_cancel},
     {"close", l_close},     {"state", l_state},     {"status", l_status},
-    {"headers", l_headers}, {"metrics", l_metrics}, {NULL, NULL}};
+    {"headers", l_headers}, {"metrics", l_metrics}, {"trace_text", l_trace_text},
+    {"trace_note", l_trace_note}, {NULL, NULL}};
 
 static const luaL_Reg stream_meta[] = {
     {"__gc", l_gc}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
 
+/* sluice.trace(path) -> path: traces every stream from now on to path (one
+   JSON line per event, appended); sluice.trace() -> the path, or nil. */
+static int l_trace(lua_State *L) {
+  sl_runtime *rt = sl_rt(L);
+  const char *path = luaL_optstring(L, 1, NULL);
+  char err[256];
+  lua_getfield(L, LUA_REGISTRYINDEX, "sluice.trace path");
+  if (!path || rt->trace) return 1;  /* already tracing: one file per run */
+  lua_pop(L, 1);
+  if (rt->stopping) luaL_error(L, "sluice.trace: the runtime is shutting down");
+  if (!sl_trace_open(rt, path, err, sizeof err)) luaL_error(L, "sluice.trace: %s", err);
+  lua_pushstring(L, path);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "sluice.trace path");
+  return 1;
+}
+
 static const luaL_Reg stream_funcs[] = {
-    {"stream", l_stream}, {"fetch", l_fetch}, {"_chunk_text", l_chunk_text}, {NULL, NULL}};
+    {"stream", l_stream}, {"fetch", l_fetch}, {"_chunk_text", l_chunk_text}, {"trace", l_trace},
+    {NULL, NULL}};
 
 static void push_upvalues(lua_State *L, int meta) {
   lua_pushvalue(L, meta);

@@ -70,6 +70,8 @@ struct sl_runtime {
   uv_idle_t idle;        /* keeps poll from blocking while tasks are ready */
   uv_async_t wakeup;     /* a signal's way into the loop */
   uint64_t fd_limit;     /* RLIMIT_NOFILE at start; 0 if unknown */
+  struct sl_trace *trace; /* the trace being written, or NULL (trace.c sets it) */
+  unsigned long long next_stream_id;  /* for traces: each stream's number */
   sl_pool pool;          /* Lua's small blocks */
   unsigned char warn_on, warn_cont;  /* warn(): enabled; inside a message */
   int exit_code;         /* the process's, as it stands */

@@ -147,6 +147,7 @@ static void queue_clear(sl_stream *s) {
 
 static void on_sse_event(void *ud, const sl_sse_event *ev) {
   sl_stream *s = ud;
+  if (s->rt->trace) sl_trace_size(s->rt->trace, &s->tp, ev->data_len);
   if (queue_push(s, ev->data, ev->data_len, ev->event, ev->event_len, ev->id,
                  ev->id_len) != 0 && !s->abort_kind)
     s->abort_kind = "limit";
@@ -154,6 +155,7 @@ static void on_sse_event(void *ud, const sl_sse_event *ev) {
 
 static void on_line(void *ud, const char *line, size_t len) {
   sl_stream *s = ud;
+  if (s->rt->trace) sl_trace_size(s->rt->trace, &s->tp, len);
   if (queue_push(s, line, len, NULL, 0, NULL, 0) != 0 && !s->abort_kind)
     s->abort_kind = "limit";
 }
@@ -206,6 +208,7 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     break;
   default:
     if (queue_push(s, ptr, n, NULL, 0, NULL, 0) != 0) s->abort_kind = "limit";
+    else if (s->rt->trace) sl_trace_size(s->rt->trace, &s->tp, n);
     break;
   }
   if (rc) {  /* SL_SSE_TOO_BIG == SL_LINES_TOO_BIG; the other code is NOMEM */
@@ -225,6 +228,7 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     s->events += s->queued - before;
     if (!s->t_first_event) s->t_first_event = now;
     s->t_last_event = now;
+    if (s->rt->trace) sl_trace_data(s->rt->trace, &s->tp, s->id, now);
     if (s->waiter) sl_task_wake(s->waiter);
   }
   return n;
@@ -270,6 +274,11 @@ static size_t cb_header(char *buf, size_t size, size_t nitems, void *ud) {
       s->headers_done = 1;
       s->t_headers = sl_now();
       if (s->state == SL_STATE_CONNECTING) s->state = SL_STATE_STREAMING;
+      if (s->rt->trace) {
+        sl_trace_begin(s->rt->trace, "head", s->id);
+        sl_trace_int(s->rt->trace, "status", s->status);
+        sl_trace_end(s->rt->trace);
+      }
       if (s->framing != SL_FRAMING_BODY && s->status >= 300) s->http_error = 1;
       else if (s->framing == SL_FRAMING_SSE && !is_event_stream(sl_stream_header(s, "content-type")))
         s->not_stream = 1;  /* kept whole, reported as what it is */
@@ -361,6 +370,21 @@ static size_t cb_drop(char *ptr, size_t size, size_t nmemb, void *ud) {
   return size * nmemb;
 }
 
+/* The end line of a trace: the state, the counts, the error. */
+static void trace_end(sl_stream *s) {
+  sl_trace *t = s->rt->trace;
+  sl_trace_text(t, &s->tp, s->id);
+  sl_trace_begin(t, "end", s->id);
+  sl_trace_str(t, "state", sl_state_name(s->state), strlen(sl_state_name(s->state)));
+  sl_trace_int(t, "events", (long long)s->events);
+  sl_trace_int(t, "bytes", (long long)s->bytes);
+  if (s->state == SL_STATE_FAILED) {
+    sl_trace_str(t, "kind", s->err_kind, strlen(s->err_kind));
+    if (s->err_message) sl_trace_str(t, "error", s->err_message, strlen(s->err_message));
+  }
+  sl_trace_end(t);
+}
+
 /*
 ** The one function that ends a transfer. Runs outside curl callbacks. After it
 ** returns the easy handle is gone: an unfinished connection is closed (curl
@@ -395,7 +419,12 @@ void sl_stream_end(sl_stream *s, sl_state state) {
     sl_curlm_remove(&s->rt->net, s->easy);
     curl_easy_cleanup(s->easy);
     s->easy = NULL;
+    if (s->rt->trace) {
+      sl_trace_begin(s->rt->trace, "close", s->id);
+      sl_trace_end(s->rt->trace);
+    }
   }
+  if (s->rt->trace) trace_end(s);
   if (s->timer) uv_timer_stop(s->timer);
   curl_slist_free_all(s->req_headers);
   s->req_headers = NULL;
@@ -440,6 +469,11 @@ void sl_stream_cancel(sl_stream *s, const char *reason) {
   if (sl_stream_finished(s)) return;
   free(s->cancel_reason);
   s->cancel_reason = strdup(reason ? reason : "cancelled");
+  if (s->rt->trace && s->cancel_reason) {  /* the decision, before the close */
+    sl_trace_begin(s->rt->trace, "stop", s->id);
+    sl_trace_str(s->rt->trace, "reason", s->cancel_reason, strlen(s->cancel_reason));
+    sl_trace_end(s->rt->trace);
+  }
   queue_clear(s);
   sl_stream_end(s, SL_STATE_CANCELLED);
 }
@@ -505,6 +539,25 @@ static const sl_resource_type fetch_type = {"fetches", stream_close};
 
 /* ---- start and release ---------------------------------------------------- */
 
+/* The start line of a trace; the URL without credentials or query (either
+   may carry a key). */
+static void trace_start(sl_stream *s, const sl_stream_opts *o) {
+  sl_trace *t = s->rt->trace;
+  const char *u = o->url, *scheme_end = strstr(u, "://"), *host = scheme_end ? scheme_end + 3 : u;
+  const char *end = host + strcspn(host, "/?#"), *at = memchr(host, '@', (size_t)(end - host));
+  size_t path_len = strcspn(end, "?#");
+  char url[1024];
+  snprintf(url, sizeof url, "%.*s%.*s%.*s", (int)(host - u), u,
+           (int)(end - (at ? at + 1 : host)), at ? at + 1 : host, (int)path_len, end);
+  sl_trace_begin(t, "start", s->id);
+  sl_trace_str(t, "method", o->method ? o->method : o->body ? "POST" : "GET",
+               strlen(o->method ? o->method : o->body ? "POST" : "GET"));
+  sl_trace_str(t, "url", url, strlen(url));
+  if (o->request_id) sl_trace_str(t, "request_id", o->request_id, strlen(o->request_id));
+  if (o->tag) sl_trace_str(t, "tag", o->tag, o->tag_len);
+  sl_trace_end(t);
+}
+
 #define SETOPT(opt, val)                                                       \
   do {                                                                         \
     CURLcode rc_ = curl_easy_setopt(e, opt, val);                              \
@@ -527,6 +580,7 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner, const sl_stream_opts 
   s->xfer.on_done = on_done;
   s->xfer.on_socket = on_socket;
   s->rt = rt;
+  s->id = ++rt->next_stream_id;
   s->fd = CURL_SOCKET_BAD;
   s->framing = o->framing;
   s->http2 = o->http2;
@@ -617,6 +671,7 @@ sl_stream *sl_stream_start(sl_runtime *rt, sl_task *owner, const sl_stream_opts 
   if (sl_curlm_add(&rt->net, e, &s->xfer, err, errlen) != 0) goto fail;
   sl_resource_register(rt, &s->res, o->framing == SL_FRAMING_BODY ? &fetch_type : &stream_type,
                        owner);
+  if (rt->trace) trace_start(s, o);
   arm_timer(s, s->t_started);
   return s;
 
@@ -649,6 +704,7 @@ void sl_stream_release(sl_stream *s) {
   buf_free(&s->q);
   buf_free(&s->body);
   buf_free(&s->resp_headers);
+  sl_trace_pending_free(&s->tp);
   free(s->cancel_reason);
   free(s->err_message);
   free(s->abort_message);

@@ -13,6 +13,7 @@
 #include "ndjson.h"
 #include "runtime.h"
 #include "sse.h"
+#include "trace.h"
 
 typedef enum {
   SL_FRAMING_SSE, SL_FRAMING_NDJSON, SL_FRAMING_RAW,
@@ -78,6 +79,8 @@ struct sl_stream {
   char errbuf[CURL_ERROR_SIZE];
 
   sl_task *waiter;        /* the task blocked in next() */
+  unsigned long long id;  /* this runtime's stream number (traces name it) */
+  sl_trace_pending tp;    /* what its next trace lines gather */
 };
 
 typedef struct sl_stream_opts {
@@ -96,6 +99,9 @@ typedef struct sl_stream_opts {
   long max_redirects;           /* 0: follow none */
   const char *ca_file;
   const char *proxy;
+  const char *tag;              /* for the trace: what the script calls it */
+  size_t tag_len;
+  const char *request_id;       /* the X-Request-Id it sends, if any */
 } sl_stream_opts;
 
 /* Creates and starts the transfer, owned by owner (NULL: the runtime's).

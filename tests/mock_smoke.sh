@@ -385,6 +385,9 @@ check "replies: tools false: a request without tools" [ "$(content "$out")" = 'n
 out=$(ask r-emptytools '{"stream":true,"messages":[{"role":"user","content":"please add"}],"tools":[]}')
 check "replies: an empty tools array is no tools" [ "$(rule_of r-emptytools)" = '"rule":5,"rule_name":"no-tools"' ]
 
+out=$(ask r-odd '{"stream":true,"messages":[1,"x",null,{"role":5,"content":{"a":1}},{"role":"user","content":[1,{"text":5},{"type":"text","text":"add"}]}],"tools":{}}')
+check "replies: messages of odd shapes are read as far as they go" [ "$(content "$out")" = 'no tools' ]
+
 out=$(ask r-par '{"stream":true,"messages":[{"role":"user","content":"run both"}],'"$TOOLS"'}')
 check "replies: two tool calls in one reply" bash -c \
   '[[ $1 == *"{\"index\":0,\"id\":\"call_0\",\"type\":\"function\",\"function\":{\"name\":\"slow_a\""* && $1 == *"{\"index\":1,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"slow_b\""* ]]' _ "$out"

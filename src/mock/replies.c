@@ -234,8 +234,8 @@ static void fill(json_t *v, const conversation *cv, mock_buf *out, mock_buf *scr
   int which, changed = 0;
   out->len = 0;
   for (i = 0; i < len; i++) {
-    if ((n = placeholder_at(s, len, i, &which)) == 0)
-      continue;
+    if ((n = placeholder_at(s, len, i, &which)) == 0 || which == PLACEHOLDER_COUNT)
+      continue; /* (unknown names were refused at start-up) */
     const json_t *m = which == LAST ? cv->last : last_with_role(cv, placeholder_roles[which]);
     size_t value_len = 0;
     const char *value = m ? content_of(m, scratch, &value_len) : "";
@@ -266,7 +266,8 @@ int mock_replies_match(const mock_replies *r, const json_t *request, json_t **re
   *name = NULL;
   if (json_is_array(messages)) {
     cv.messages = messages;
-    cv.last = json_array_get(messages, json_array_size(messages) - 1);
+    size_t count = json_array_size(messages);
+    cv.last = count > 0 ? json_array_get(messages, count - 1) : NULL;
     json_array_foreach(messages, i, m)
       cv.turn += strcmp(role_of(m), "assistant") == 0;
   }

@@ -7,6 +7,7 @@ set -euo pipefail
 MOCK=${1:?usage: mock_smoke.sh path/to/sluice-mock}
 WORK=$(mktemp -d)
 MOCK_PID=
+REPLIES_PID=
 passed=0
 failed=0
 
@@ -14,6 +15,10 @@ cleanup() {
   if [[ -n $MOCK_PID ]] && kill -0 "$MOCK_PID" 2>/dev/null; then
     kill -TERM "$MOCK_PID" 2>/dev/null || true
     wait "$MOCK_PID" 2>/dev/null || true
+  fi
+  if [[ -n $REPLIES_PID ]] && kill -0 "$REPLIES_PID" 2>/dev/null; then
+    kill -TERM "$REPLIES_PID" 2>/dev/null || true
+    wait "$REPLIES_PID" 2>/dev/null || true
   fi
   rm -rf "$WORK"
 }
@@ -78,8 +83,9 @@ check "url file: the base URL and a newline, nothing else" [ "$(wc -l <"$WORK/ur
 check "url file: no .tmp left behind" [ ! -e "$WORK/url.tmp" ]
 check "stdout still says where it listens" [ "$(cat "$WORK/out")" = "sluice-mock listening on $BASE" ]
 
-# The /stats record of a request id (records hold no nested objects).
-record() { c "$BASE/stats" | grep -o "{\"id\":\"$1\"[^}]*}" || true; }
+# The /stats record of a request id (records hold no nested objects), of the
+# main mock or of the one at $2.
+record() { c "${2:-$BASE}/stats" | grep -o "{\"id\":\"$1\"[^}]*}" || true; }
 # Polls until the record of $1 contains $2 (the mock notices at once; the
 # client's own exit may take a moment).
 wait_record() {
@@ -325,6 +331,153 @@ out=$(c "$BASE/stats")
 check "stats: counters" bash -c '[[ $1 =~ \"active\":0,\"connections_open\":1,\"connections_total\":[0-9]+\}$ ]]' _ "$out"
 check "stats: reset" [ "$(c -X POST "$BASE/stats/reset")" = '{"ok":true}' ]
 check "stats: empty after reset" contains "$(c "$BASE/stats")" '{"requests":[],'
+
+# ---- --replies: scripted conversations ---------------------------------------
+
+cat >"$WORK/replies.json" <<'EOF'
+{"rules": [
+  {"name": "observation", "when": {"system_contains": "Action Input:", "last_starts_with": "Observation:"},
+   "reply": {"text": "Thought: I know it\nFinal Answer: 5"}},
+  {"name": "react", "when": {"system_contains": "Action Input:"},
+   "reply": {"text": "Action: add\nAction Input: {}\nObservation: 999 (made up)\nThought: more"}},
+  {"name": "answer", "when": {"last_role": "tool"},
+   "reply": {"text": "tool={{tool}} last={{last}} user={{user}} {{ kept }} {{x"}},
+  {"name": "parallel", "when": {"last_contains": "both", "tools": true},
+   "reply": {"tool_calls": [{"name": "slow_a", "arguments": "{\"n\": 1}"}, {"name": "slow_b", "arguments": "{}"}]}},
+  {"name": "add", "when": {"last_role": "user", "last_contains": "add", "tools": true},
+   "reply": {"tool_calls": [{"name": "add", "arguments": "{\"a\": 2, \"b\": 3}"}]}},
+  {"name": "no-tools", "when": {"last_contains": "add", "tools": false},
+   "reply": {"text": "no tools", "no_done": true}},
+  {"name": "any", "when": {"any_contains": "secret"}, "reply": {"text": "found {{user}}"}},
+  {"name": "turn-2", "when": {"turn": 2}, "reply": {"text": "turn two"}},
+  {"name": "late", "when": {"min_turn": 3, "max_turn": 4}, "reply": {"text": "late"}},
+  {"when": {"last_role": "system"}, "reply": {"status": 503}}
+]}
+EOF
+"$MOCK" --port 0 --url-file "$WORK/replies.url" --exit-with-parent --tokens-per-sec 0 \
+  --replies "$WORK/replies.json" >/dev/null 2>"$WORK/replies.err" &
+REPLIES_PID=$!
+wait_for 5 test -s "$WORK/replies.url" || true
+RBASE=$(cat "$WORK/replies.url" 2>/dev/null || true)
+check "replies: the mock starts with a replies file" [ -n "$RBASE" ]
+RCHAT=$RBASE/v1/chat/completions
+TOOLS='"tools":[{"type":"function","function":{"name":"add","parameters":{}}}]'
+# ask ID BODY [curl args...]: a streamed chat request to the replies mock
+ask() { local id=$1 body=$2; shift 2; c -N "$RCHAT" -H "X-Request-Id: $id" "$@" -d "$body"; }
+# the streamed content, joined
+content() { grep -o '"delta":{"content":"[^"\\]*\(\\.[^"\\]*\)*"' <<<"$1" | sed 's/^"delta":{"content":"//; s/"$//' | tr -d '\n'; }
+arguments() { grep -o '"arguments":"[^"\\]*\(\\.[^"\\]*\)*"' <<<"$1" | sed 's/^"arguments":"//; s/"$//' | tr -d '\n'; }
+rule_of() { record "$1" "$RBASE" | grep -o '"rule":[^,]*,"rule_name":[^,]*'; }
+
+out=$(ask r-add '{"stream":true,"messages":[{"role":"user","content":"please add 2 and 3"}],'"$TOOLS"'}')
+check "replies: last_role + last_contains + tools: a tool call to add" contains "$out" \
+  '"tool_calls":[{"index":0,"id":"call_0","type":"function","function":{"name":"add","arguments":""}}]'
+check "replies: its arguments come in several fragments that join up" bash -c \
+  '[[ $(grep -c "\"function\":{\"arguments\":\"" <<<"$1") -ge 3 && $2 == "{\\\"a\\\": 2, \\\"b\\\": 3}" ]]' _ "$out" "$(arguments "$out")"
+check "replies: finish_reason tool_calls" contains "$out" '"finish_reason":"tool_calls"'
+check "replies: /stats names the rule and its index" [ "$(rule_of r-add)" = '"rule":4,"rule_name":"add"' ]
+check "replies: the log names the rule" wait_for 2 grep -q '^INFO r-add .* rule=add$' "$WORK/replies.err"
+
+out=$(ask r-parts '{"stream":true,"messages":[{"role":"user","content":[{"type":"text","text":"please"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"add"}]}],'"$TOOLS"'}')
+check "replies: content parts are read" [ "$(rule_of r-parts)" = '"rule":4,"rule_name":"add"' ]
+out=$(ask r-notools '{"stream":true,"messages":[{"role":"user","content":"please add 2 and 3"}]}')
+check "replies: tools false: a request without tools" [ "$(content "$out")" = 'no tools' ]
+out=$(ask r-emptytools '{"stream":true,"messages":[{"role":"user","content":"please add"}],"tools":[]}')
+check "replies: an empty tools array is no tools" [ "$(rule_of r-emptytools)" = '"rule":5,"rule_name":"no-tools"' ]
+
+out=$(ask r-odd '{"stream":true,"messages":[1,"x",null,{"role":5,"content":{"a":1}},{"role":"user","content":[1,{"text":5},{"type":"text","text":"add"}]}],"tools":{}}')
+check "replies: messages of odd shapes are read as far as they go" [ "$(content "$out")" = 'no tools' ]
+
+out=$(ask r-par '{"stream":true,"messages":[{"role":"user","content":"run both"}],'"$TOOLS"'}')
+check "replies: two tool calls in one reply" bash -c \
+  '[[ $1 == *"{\"index\":0,\"id\":\"call_0\",\"type\":\"function\",\"function\":{\"name\":\"slow_a\""* && $1 == *"{\"index\":1,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"slow_b\""* ]]' _ "$out"
+
+after_tool='[{"role":"user","content":"please add 2 and 3"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_0","type":"function","function":{"name":"add","arguments":"{}"}}]},{"role":"tool","tool_call_id":"call_0","content":"5 \"five\""}]'
+out=$(ask r-answer '{"stream":true,"messages":'"$after_tool"','"$TOOLS"'}')
+check "replies: after a tool message, {{tool}} {{last}} {{user}} filled in, other braces kept" \
+  [ "$(content "$out")" = 'tool=5 \"five\" last=5 \"five\" user=please add 2 and 3 {{ kept }} {{x' ]
+out=$(c "$RCHAT" -d '{"messages":[{"role":"tool","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}')
+check "replies: placeholders of parts: the texts joined by newlines; {{user}} of none is empty" \
+  contains "$out" '"content":"tool=a\nb last=a\nb user= {{ kept }} {{x"'
+
+out=$(ask r-any '{"stream":true,"messages":[{"role":"user","content":"the secret is out"},{"role":"assistant","content":"ok"},{"role":"user","content":"and now?"}]}')
+check "replies: any_contains an earlier message" [ "$(content "$out")" = 'found and now?' ]
+two='{"role":"assistant","content":"a"},{"role":"user","content":"b"}'
+out=$(ask r-turn2 '{"stream":true,"messages":[{"role":"user","content":"x"},'"$two"','"$two"']}')
+check "replies: turn: two assistant messages" [ "$(content "$out")" = 'turn two' ]
+out=$(ask r-turn3 '{"stream":true,"messages":[{"role":"user","content":"x"},'"$two"','"$two"','"$two"']}')
+check "replies: min_turn and max_turn: three" [ "$(content "$out")" = 'late' ]
+out=$(ask r-turn5 '{"stream":true,"max_tokens":3,"messages":[{"role":"user","content":"x"},'"$two,$two,$two,$two,$two"']}')
+check "replies: no rule matches: the default text" [ "$(content "$out")" = 'The old mill' ]
+check "replies: no rule matches: /stats rule null" [ "$(rule_of r-turn5)" = '"rule":null,"rule_name":null' ]
+out=$(ask r-none '{"stream":true,"max_tokens":2}')
+check "replies: no messages at all: the default text" [ "$(content "$out")" = 'The old' ]
+
+react='{"role":"system","content":"Answer with Thought:, Action:, Action Input: lines."}'
+out=$(ask r-react '{"stream":true,"messages":['"$react"',{"role":"user","content":"What is 2 + 3?"}]}')
+check "replies: system_contains: the ReAct text with a made-up Observation" \
+  [ "$(content "$out")" = 'Action: add\nAction Input: {}\nObservation: 999 (made up)\nThought: more' ]
+out=$(ask r-obs '{"stream":true,"messages":['"$react"',{"role":"user","content":"What is 2 + 3?"},{"role":"assistant","content":"Action: add\nAction Input: {}"},{"role":"user","content":"Observation: 5"}]}')
+check "replies: last_starts_with Observation: the final answer" [ "$(content "$out")" = 'Thought: I know it\nFinal Answer: 5' ]
+out=$(ask r-obs2 '{"stream":true,"messages":['"$react"',{"role":"user","content":"no Observation: here"}]}')
+check "replies: last_starts_with is a prefix, not a substring" [ "$(rule_of r-obs2)" = '"rule":1,"rule_name":"react"' ]
+
+out=$(c -w '\n%{http_code}' "$RCHAT" -H 'X-Request-Id: r-503' -d '{"messages":[{"role":"system","content":"s"}]}')
+check "replies: a rule's reply may be a fault" contains "$out" '"code":503}}'$'\n''503'
+check "replies: an unnamed rule: its index, a null name" [ "$(rule_of r-503)" = '"rule":9,"rule_name":null' ]
+
+out=$(ask r-body '{"stream":true,"messages":[{"role":"user","content":"add"}],"mock":{"text":"from the body"}}')
+check "replies: the body's own mock wins over the rule's, key by key" bash -c \
+  '[[ $1 == "from the body" && $2 != *"[DONE]"* ]]' _ "$(content "$out")" "$out"
+out=$(ask r-header '{"stream":true,"messages":[{"role":"user","content":"add"}],"mock":{"text":"from the body"}}' -H 'X-Mock: {"text":"from the header"}')
+check "replies: and the X-Mock header wins over both" [ "$(content "$out")" = 'from the header' ]
+out=$(c -w '\n%{http_code}' "$RCHAT" -d '{"messages":[{"role":"user","content":"add"}],"mock":{"no_done":"yes"}}')
+check "replies: a bad body mock is still a 400" contains "$out" 'mock.no_done must be true or false'
+
+out=$(c "$RBASE/v1/completions" -H 'X-Request-Id: r-compl' -d '{"prompt":"please add","max_tokens":2}')
+check "replies: /v1/completions is not scripted" bash -c \
+  '[[ $1 == *"\"text\":\"The old\""* && $2 == "\"rule\":null,\"rule_name\":null" ]]' _ "$out" "$(rule_of r-compl)"
+
+kill -TERM "$REPLIES_PID"
+set +e
+wait "$REPLIES_PID"
+rc=$?
+set -e
+REPLIES_PID=
+check "replies: clean exit" [ "$rc" = 0 ]
+if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/replies.err"; then
+  not_ok "replies: no sanitizer reports" "$(grep -E -A5 'Sanitizer|runtime error' "$WORK/replies.err" | head -20)"
+fi
+
+check "replies: --help documents it" bash -c '"$1" --help | grep -q -- "--replies FILE" && "$1" --help | grep -q "{{tool}}"' _ "$MOCK"
+# bad_replies NAME JSON EXPECTED: the mock refuses to start, exit 2, saying EXPECTED
+bad_replies() {
+  local rc=0
+  printf '%s' "$2" >"$WORK/bad.json"
+  timeout 5 "$MOCK" --port 0 --replies "$WORK/bad.json" >/dev/null 2>"$WORK/bad.err" || rc=$?
+  if [[ $rc == 2 ]] && grep -qF -- "$3" "$WORK/bad.err"; then ok "replies: bad file: $1"
+  else not_ok "replies: bad file: $1" "exit $rc: $(cat "$WORK/bad.err")"; fi
+}
+bad_replies "not JSON" '{"rules": [' 'not valid JSON'
+bad_replies "no rules array" '[]' 'must be a JSON object {"rules": [...]}'
+bad_replies "unknown top-level key" '{"rules": [], "rule": []}' 'unknown key "rule"'
+bad_replies "a rule without a reply" '{"rules": [{"when": {}}]}' 'rules[0].reply must be an object'
+bad_replies "unknown rule key" '{"rules": [{"reply": {}}, {"reply": {}, "wen": {}}]}' 'rules[1]: unknown key "wen"'
+bad_replies "unknown condition" '{"rules": [{"reply": {}, "when": {"last_rol": "user"}}]}' 'rules[0].when: unknown condition "last_rol"'
+bad_replies "turn not an integer" '{"rules": [{"reply": {}, "when": {"turn": 1.5}}]}' 'rules[0].when.turn must be a non-negative integer'
+bad_replies "tools not a boolean" '{"rules": [{"reply": {}, "when": {"tools": 1}}]}' 'rules[0].when.tools must be true or false'
+bad_replies "a substring not a string" '{"rules": [{"reply": {}, "when": {"any_contains": null}}]}' 'rules[0].when.any_contains must be a string'
+bad_replies "a bad reply option value" '{"rules": [{"reply": {"tokens_per_sec": "fast"}}]}' 'rules[0].reply: mock.tokens_per_sec must be a non-negative number'
+bad_replies "an unknown reply option" '{"rules": [{"reply": {"tool_call": []}}]}' 'rules[0].reply: unknown option mock.tool_call'
+bad_replies "bad tool_calls" '{"rules": [{"reply": {"tool_calls": [{"name": 1}]}}]}' 'mock.tool_calls must be an array'
+bad_replies "an unknown placeholder" '{"rules": [{"reply": {"text": "{{tools}}"}}]}' 'unknown placeholder {{tools}}'
+bad_replies "a duplicate key" '{"rules": [{"reply": {}, "reply": {}}]}' 'duplicate object key'
+bad_replies "an empty file" '' 'not valid JSON'
+rm -f "$WORK/bad.json"
+rc=0
+timeout 5 "$MOCK" --port 0 --replies "$WORK/no-such-file" >/dev/null 2>"$WORK/bad.err" || rc=$?
+check "replies: an unreadable file: exit 2, says why" bash -c \
+  '[[ $1 == 2 ]] && grep -q "unable to open" "$2"' _ "$rc" "$WORK/bad.err"
 
 # ---- --exit-with-parent ----------------------------------------------------
 

@@ -682,10 +682,11 @@ void mock_gen_begin(mock_gen *g) {
   pump(g);
 }
 
-/* Frees g; when it is the connection's running generation, stops it. */
+/* Frees g; when it is the connection's running generation, stops it. (A
+   generation read only to check options has no connection.) */
 void mock_gen_free(mock_gen *g) {
   mock_conn *c = g->conn;
-  if (c->gen == g) {
+  if (c && c->gen == g) {
     c->gen = NULL;
     g->server->active--;
     uv_timer_stop(&c->timer);

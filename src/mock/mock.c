@@ -32,6 +32,7 @@ static const char usage_text[] =
   "                        sees FILE sees the whole URL\n"
   "  --exit-with-parent    shut down (as on SIGTERM) when the process that started this\n"
   "                        one dies; exit at once if it is already gone (Linux only)\n"
+  "  --replies FILE        scripted conversations for chat requests (below)\n"
   "  --help                this text\n"
   "Prints \"sluice-mock listening on http://HOST:PORT\" once ready. The one way to\n"
   "start it from a script: sluice-mock --port 0 --url-file FILE --exit-with-parent\n"
@@ -41,7 +42,19 @@ static const char usage_text[] =
   "one choice per chunk (\"index\": i), each ending with its own finish chunk.\n"
   "mock.choice_tokens [t0, t1, ...] (n entries) makes choice i t_i tokens long, ending\n"
   "with \"stop\", or with \"length\" when max_tokens cuts it shorter. Pacing is per\n"
-  "choice; fault positions and usage count tokens over all choices.\n";
+  "choice; fault positions and usage count tokens over all choices.\n"
+  "--replies FILE: {\"rules\": [{\"name\": N, \"when\": {...}, \"reply\": {...}}, ...]}.\n"
+  "The first rule whose \"when\" conditions all hold (no conditions: always) decides a\n"
+  "chat request's reply; a request no rule matches gets the default text. Conditions:\n"
+  "last_role, last_contains, last_starts_with (the last message), any_contains (any\n"
+  "message), system_contains (a system message): strings, matched case-sensitively\n"
+  "in the content (a string, or the text parts joined by newlines); turn, min_turn,\n"
+  "max_turn: the number of assistant messages; tools: true or false, whether the\n"
+  "request has tools. \"reply\" is a mock object, as if the body carried it (the\n"
+  "body's own mock and X-Mock still win, key by key); in its strings {{last}},\n"
+  "{{user}}, {{tool}} become the content of the last message, user message, tool\n"
+  "message. /stats records the rule matched: \"rule\" (its index from 0) and\n"
+  "\"rule_name\". FILE is checked whole at start-up; a mistake exits with status 2.\n";
 
 static int bad_option(const char *name, const char *value) {
   fprintf(stderr, "sluice-mock: bad value for %s: %s\n%s", name, value ? value : "(none)",
@@ -120,6 +133,10 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
       if (parse_number(name, value, 0, 1e15, &v) < 0 || v != (double)(uint64_t)v)
         return bad_option(name, value);
       cfg->max_tokens = (uint64_t)v;
+    } else if (strcmp(name, "--replies") == 0) {
+      if (value == NULL || *value == '\0')
+        return bad_option(name, value);
+      cfg->replies_file = value;
     } else if (strcmp(name, "--url-file") == 0) {
       if (value == NULL || *value == '\0')
         return bad_option(name, value);
@@ -273,6 +290,7 @@ static void free_server(mock_server *s) {
     free(w);
   }
   mock_stats_free(&s->stats);
+  mock_replies_free(s->replies);  /* after the records, which name its rules */
   json_decref(s->fault_counts);
   mock_tokens_free(s->tokens);
   free(s);
@@ -330,6 +348,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "sluice-mock: %s has no text to generate\n", cfg.text_file);
     free_server(s);
     return 2;
+  }
+  if (cfg.replies_file) {
+    char err[1024];
+    s->replies = mock_replies_load(cfg.replies_file, &s->config, err, sizeof err);
+    if (s->replies == NULL) {
+      fprintf(stderr, "sluice-mock: --replies %s: %s\n", cfg.replies_file, err);
+      free_server(s);
+      return 2;
+    }
   }
   mock_stats_init(&s->stats);
   s->fault_counts = json_object();

@@ -3,7 +3,7 @@
 ** loop; each connection parses requests with http_parser and streams at most
 ** one generation at a time. mock.c is main and the listener, conn.c the
 ** connection and its routes, request.c turns a request into a generation,
-** gen.c writes it.
+** gen.c writes it, replies.c picks a chat request's reply by --replies rules.
 */
 #ifndef MOCK_H
 #define MOCK_H
@@ -24,6 +24,7 @@
 #define MOCK_PACED_QUEUE_LIMIT (64u * 1024)
 #define MOCK_NONE UINT64_MAX             /* an unset token position */
 #define MOCK_MAX_CHOICES 128             /* the largest n a request may ask for */
+#define MOCK_MAX_RULE_NAME 256           /* bytes of a --replies rule's name */
 
 typedef struct mock_config {
   const char *host;
@@ -38,10 +39,12 @@ typedef struct mock_config {
   int no_accept;          /* --no-accept: never accept (connects hang) */
   int exit_with_parent;   /* --exit-with-parent: SIGTERM when the parent dies */
   const char *url_file;   /* --url-file: where to write the base URL once listening */
+  const char *replies_file; /* --replies: scripted conversations */
 } mock_config;
 
 typedef struct mock_conn mock_conn;
 typedef struct mock_gen mock_gen;
+typedef struct mock_replies mock_replies;
 
 /* A write handed to libuv: a copy of what uv_try_write could not take, or a
 ** pooled block when streaming unpaced. */
@@ -65,6 +68,7 @@ typedef struct mock_server {
   mock_tokens *tokens;          /* the default text */
   mock_stats stats;
   struct json_t *fault_counts;  /* mock.key -> requests that carried it */
+  mock_replies *replies;        /* --replies rules, or NULL */
   mock_conn *conns;             /* every open connection */
   uint64_t conn_counter, request_counter, gen_counter;
   uint64_t connections_open, connections_total, active;
@@ -206,6 +210,21 @@ const char *mock_status_text(int status);
 void mock_request_start(mock_conn *c, int chat);
 const char *mock_error_type(int status);
 void mock_request_log(mock_server *s, const mock_record *r);
+/* Reads a mock options object as a chat request's would be, without a
+   request, and refuses unknown keys: 0, or -1 with a message in err. */
+int mock_request_check(const struct json_t *mock, const mock_config *cfg, char *err,
+                       size_t err_size);
+
+/* replies.c */
+/* Reads and checks --replies FILE; NULL with a message in err. */
+mock_replies *mock_replies_load(const char *path, const mock_config *cfg, char *err,
+                                size_t err_size);
+void mock_replies_free(mock_replies *r);
+/* The index of the first rule a chat request (its parsed body) satisfies, with
+   *reply a new reference to the rule's reply, placeholders filled in, and
+   *name the rule's name or NULL; -1 when no rule does. */
+int mock_replies_match(const mock_replies *r, const struct json_t *request,
+                       struct json_t **reply, const char **name);
 
 /* gen.c */
 void mock_gen_begin(mock_gen *g);

@@ -1,8 +1,9 @@
 /*
 ** A generation request: the body's OpenAI fields and the "mock" overrides
-** (body field or X-Mock header, the header winning per key) become a
-** mock_gen, or an error answer. Every request gets a stats record. Bodies
-** and the header are read with jansson.
+** (X-Mock header, body field, then the reply of the --replies rule the chat
+** request matched, the first to name a key winning) become a mock_gen, or an
+** error answer. Every request gets a stats record. Bodies and the header are
+** read with jansson.
 */
 #include <math.h>
 #include <stdio.h>
@@ -18,7 +19,8 @@
 #define MAX_NONSTREAM_ITEMS 1000000
 
 typedef struct options {
-  const json_t *header, *body;      /* the two "mock" objects, either may be NULL */
+  const json_t *header, *body, *rule; /* the "mock" objects, by precedence; any may be NULL */
+  json_t *fault_counts;             /* where fail_first counts; NULL: a check, no counting */
   char *err;
   size_t err_size;
 } options;
@@ -42,9 +44,14 @@ const char *mock_error_type(int status) {
 void mock_request_log(mock_server *s, const mock_record *r) {
   if (s->config.quiet)
     return;
-  fprintf(stderr, "INFO %s %s conn=%llu status=%d stream=%s tokens=%llu %s\n", r->id,
+  char rule[MOCK_MAX_RULE_NAME + 16] = "";
+  if (r->rule_name)
+    snprintf(rule, sizeof rule, " rule=%s", r->rule_name);
+  else if (r->rule >= 0)
+    snprintf(rule, sizeof rule, " rule=%d", r->rule);
+  fprintf(stderr, "INFO %s %s conn=%llu status=%d stream=%s tokens=%llu %s%s\n", r->id,
           r->path, (unsigned long long)r->conn, r->status, r->stream ? "true" : "false",
-          (unsigned long long)r->tokens_sent, r->completed ? "completed" : "ended early");
+          (unsigned long long)r->tokens_sent, r->completed ? "completed" : "ended early", rule);
 }
 
 /* ---- reading options -------------------------------------------------- */
@@ -57,7 +64,9 @@ static const json_t *get(const json_t *object, const char *key) {
 
 static const json_t *opt(const options *o, const char *key) {
   const json_t *v = get(o->header, key);
-  return v ? v : get(o->body, key);
+  if (v == NULL)
+    v = get(o->body, key);
+  return v ? v : get(o->rule, key);
 }
 
 static int bad(const options *o, const char *key, const char *what) {
@@ -192,11 +201,12 @@ static int read_tool_calls(const options *o, mock_gen *g) {
 static int fail_first(const options *o, mock_gen *g) {
   uint64_t first;
   const json_t *key;
-  json_t *counts = g->server->fault_counts;
+  json_t *counts = o->fault_counts;
   json_int_t served;
   if (opt_count(o, "fail_first", &first) < 0 || opt_string(o, "key", &key) < 0) return -1;
   if (first == MOCK_NONE) return 0;
   if (!key) return bad(o, "fail_first", "used with mock.key, a string");
+  if (!counts) return 0;
   served = json_integer_value(json_object_get(counts, json_string_value(key)));
   json_object_set_new(counts, json_string_value(key), json_integer(served + 1));
   if ((uint64_t)served < first) return 0;
@@ -384,8 +394,8 @@ static json_t *parse_object(const char *what, const char *data, size_t len, char
 /* Fills g from the request; returns 0, or -1 with err set (a 400). */
 static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
   const mock_config *cfg = &c->server->config;
-  json_t *root = NULL, *header = NULL;
-  options o = {NULL, NULL, err, err_size};
+  json_t *root = NULL, *header = NULL, *reply = NULL;
+  options o = {NULL, NULL, NULL, c->server->fault_counts, err, err_size};
   int rc = -1;
 
   root = parse_object("the request body", c->body.data ? c->body.data : "", c->body.len,
@@ -401,6 +411,10 @@ static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
   if (o.body && !json_is_object(o.body)) {
     snprintf(err, err_size, "mock must be a JSON object");
     goto out;
+  }
+  if (g->chat && c->server->replies) {
+    g->rec->rule = mock_replies_match(c->server->replies, root, &reply, &g->rec->rule_name);
+    o.rule = reply;
   }
 
   g->stream = json_is_true(get(root, "stream"));
@@ -456,6 +470,49 @@ static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
 out:
   json_decref(root);
   json_decref(header);
+  json_decref(reply);
+  return rc;
+}
+
+/* Unset positions and times, before the options are read. */
+static void gen_defaults(mock_gen *g) {
+  g->retry_after = -1;
+  g->keyword_index = g->error_after = g->error_event = g->malformed_after =
+      g->reset_after = g->close_after = g->stall_after = MOCK_NONE;
+}
+
+/* Every key read_mock, fail_first and read_choices read. */
+static const char *const option_names[] = {
+  "choice_tokens", "close_after", "content_type", "error_after", "error_body",
+  "error_event", "error_message", "fail_first", "hold", "key", "keyword", "keyword_at",
+  "location", "malformed_after", "ndjson", "no_done", "no_finish", "ping_interval",
+  "ping_only", "raw_body", "reasoning", "reset_after", "retry_after", "stall_after",
+  "status", "text", "tokens_per_sec", "tool_calls", "ttft",
+};
+
+/* Unlike a request's own mock object, a checked one names no unknown key:
+   a misspelt option in a --replies file would go unnoticed otherwise. */
+int mock_request_check(const json_t *mock, const mock_config *cfg, char *err,
+                       size_t err_size) {
+  const char *key;
+  const json_t *value;
+  json_object_foreach((json_t *)mock, key, value) {
+    size_t i = 0, count = sizeof option_names / sizeof *option_names;
+    while (i < count && strcmp(key, option_names[i]) != 0)
+      i++;
+    if (i == count) {
+      snprintf(err, err_size, "unknown option mock.%.64s", key);
+      return -1;
+    }
+  }
+  options o = {NULL, NULL, mock, NULL, err, err_size};
+  mock_gen *g = mock_xcalloc(1, sizeof *g);
+  g->chat = 1;
+  gen_defaults(g);
+  g->rec = mock_xcalloc(1, sizeof *g->rec);
+  g->rec->refs = 1;
+  int rc = read_mock(&o, g, cfg);
+  mock_gen_free(g);
   return rc;
 }
 
@@ -504,9 +561,7 @@ void mock_request_start(mock_conn *c, int chat) {
   g->server = s;
   g->chat = chat;
   g->serial = ++s->gen_counter;
-  g->retry_after = -1;
-  g->keyword_index = g->error_after = g->error_event = g->malformed_after =
-      g->reset_after = g->close_after = g->stall_after = MOCK_NONE;
+  gen_defaults(g);
   g->rec = mock_stats_add(&s->stats, id, chat ? "/v1/chat/completions" : "/v1/completions");
   g->rec->conn = c->number;
   g->rec->started_at = now;

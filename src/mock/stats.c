@@ -60,6 +60,7 @@ mock_record *mock_stats_add(mock_stats *s, const char *id, const char *path) {
   mock_record *r = mock_xcalloc(1, sizeof *r);
   r->id = mock_xstrndup(id, strlen(id));
   r->path = path;
+  r->rule = -1;
   r->refs = 2;
   if (s->count == MOCK_STATS_KEEP) {
     mock_record_unref(s->ring[s->head]);
@@ -96,7 +97,15 @@ static void render_one(const mock_record *r, mock_buf *out) {
       first = 0;
     }
   }
-  mock_buf_printf(out, "\",\"max_tokens\":%llu,\"tokens_sent\":%llu,"
+  if (r->rule >= 0)
+    mock_buf_printf(out, "\",\"rule\":%d,\"rule_name\":", r->rule);
+  else
+    mock_buf_puts(out, "\",\"rule\":null,\"rule_name\":");
+  if (r->rule_name)
+    mock_buf_json_string(out, r->rule_name, strlen(r->rule_name));
+  else
+    mock_buf_puts(out, "null");
+  mock_buf_printf(out, ",\"max_tokens\":%llu,\"tokens_sent\":%llu,"
                   "\"tokens_after_close\":%llu,\"completed\":%s,\"client_closed\":%s,"
                   "\"aborted\":%s",
                   (unsigned long long)r->max_tokens, (unsigned long long)r->tokens_sent,

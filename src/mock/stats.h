@@ -34,6 +34,8 @@ typedef struct mock_record {
   const char *path;
   uint64_t conn;
   unsigned faults;
+  int rule;                   /* the --replies rule it matched, or -1 */
+  const char *rule_name;      /* that rule's name (the server's), or NULL */
   int stream, status;
   int completed, client_closed;
   uint64_t max_tokens, tokens_sent, tokens_after_close, write_errors;

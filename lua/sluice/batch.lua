@@ -65,7 +65,7 @@ local spec = {
   quiet = "flag", progress = "flag", summary = "string",
   on_result = "function", on_interrupt = "function",
   timeouts = { connect = "seconds", first_byte = "seconds", idle = "seconds", total = "seconds" },
-  headers = "headers", insecure = "flag", ca_file = "string", http2 = "flag",
+  headers = "headers", insecure = "flag", ca_file = "string", http2 = "flag", trace = "string",
 }
 
 -- The policy of a request: the run's flags and its policy (a value, or a
@@ -105,12 +105,14 @@ end
 local function process(req, o, eps, make_policy)
   local attempts, pol = 0, make_policy(req)
   req.headers = req.headers or request_headers(req.custom_id)
+  req.tag = req.tag or (req.headers and req.custom_id)
   while true do
     attempts = attempts + 1
     local ep = eps:take()
     local started, times = now(), {}
     local open = req.path == "/completions" and ep.client.complete or ep.client.chat
-    local chat = open(ep.client, req.body, { stop_when = pol, usage = true, headers = req.headers })
+    local chat = open(ep.client, req.body, { stop_when = pol, usage = true, headers = req.headers,
+                                             tag = req.tag })
     local ok, e = pcall(function()
       for _ in chat:deltas() do times[#times + 1] = now() end
     end)
@@ -152,6 +154,7 @@ function batch.run(o)
   if o.prompts and not o.model then
     args.raise("batch.run", 1, "batch.run: option 'prompts' needs option 'model'", 2)
   end
+  if o.trace then sluice.trace(o.trace) end
   o.concurrency = o.concurrency or 64
   o.retries = o.retries or 3
   o.retry_base = o.retry_base or 0.5

@@ -261,6 +261,7 @@ local function on_choice(self, entry, position, raw)
   end
   if content then
     add_content(self, c, content, raw)
+    if self.tracing and c == self then self.s:trace_text(content) end  -- the fast path's pieces, C traces
     generated = true
   end
   if tools then
@@ -639,6 +640,12 @@ local function open(self, path, body, opts)
   local started = now()
   local s = sluice.stream(request.stream_opts(self, path, req, opts))
   if not next_text then next_event, next_text = s.next, s.next_text end
+  local tracing = sluice.trace() ~= nil
+  if tracing then  -- what a report needs besides the core's lines
+    s:trace_note { layer = "openai", path = path, model = type(req.model) == "string" and req.model or nil,
+                   max_tokens = math.tointeger(req.max_tokens or req.max_completion_tokens),
+                   n = math.tointeger(req.n), policy = opts.stop_when and tostring(opts.stop_when) or nil }
+  end
   local pol = opts.stop_when and policy.start(opts.stop_when)
   local chat = setmetatable({
     s = s, started = started, over = false,
@@ -649,7 +656,7 @@ local function open(self, path, body, opts)
     got_done = false, require_done = opts.require_done ~= false,
     error = nil, first_at = nil, secrets = request.secrets(self, opts.headers), last_content = false,
     emit = false, queue = false, qhead = 1, qtail = 0,
-    policy_value = opts.stop_when or false,
+    policy_value = opts.stop_when or false, tracing = tracing,
     pol = pol or false, timed = pol and pol.deadline ~= nil or false, st = false,
   }, Chat)
   if pol then chat.st = policy.state(chat, started) end

@@ -298,4 +298,40 @@ T.case("agent.tools.exec and agent.tools.fetch: output capped, and the model is 
   T.contains(page, "[truncated: ", "capped")
 end)
 
+-- Conversations scripted by the mock's --replies rules (tests/lua/fixtures/replies.json).
+local REPLIES = (arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or ".") .. "/fixtures/replies.json"
+
+local function with_replies(fn)
+  local server = require("sluice.mock").start { replies = REPLIES }
+  local ok, err = pcall(fn, openai.client { base_url = server.url, api_key = "" }, server)
+  server.stop()
+  if not ok then error(err, 0) end
+end
+
+T.case("a conversation: a tool call, then an answer that uses the tool's result", function()
+  with_replies(function(c, server)
+    local r = agent.run { client = c, model = "m", tools = { ADD }, messages = { { role = "user", content = "add 2 and 3" } } }
+    T.eq(r.stop_reason, nil, "the model answered by itself")
+    T.eq(r.turns, 2, "two turns")
+    T.eq(r.text, "The tool says 5, so the answer is 5.", "the answer uses the tool's result")
+    T.eq(#r.tool_calls, 1, "one call")
+    local rules = {}
+    for _, rec in ipairs(server.stats().requests) do rules[#rules + 1] = rec.rule_name end
+    T.eq(table.concat(rules, ","), "add,answer", "the conversation took the expected path")
+  end)
+end)
+
+T.case("ReAct to the end: the real observation, then Final Answer", function()
+  with_replies(function(c, server)
+    local r = agent.react { client = c, model = "m", tools = { ADD }, messages = { { role = "user", content = "What is 2 + 3?" } } }
+    T.eq(r.text, "5", "the final answer")
+    T.eq(r.turns, 2, "two turns")
+    T.eq(r.messages[4].content, "Observation: 5", "the loop's observation")
+    local recs = server.stats().requests
+    T.eq(recs[1].rule_name, "react", "first the action")
+    T.ok(recs[1].client_closed and not recs[1].completed, "cut at Observation:")
+    T.eq(recs[2].rule_name, "react-final", "then the answer")
+  end)
+end)
+
 T.done()

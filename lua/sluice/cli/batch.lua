@@ -24,6 +24,7 @@ input and output
       --redo-failed      run again only the requests whose record holds an error
       --shard K/N        only the lines whose custom_id hashes to K (0..N-1)
       --summary FILE     write the summary as JSON too
+      --trace FILE       a trace of every stream (sluice report FILE draws it)
   -q, --quiet            no progress, no summary
 
 server and load
@@ -101,6 +102,7 @@ while i <= #arg do
     local k, n = o.shard:match("^(%d+)/(%d+)$")
     if not k or tonumber(k) >= tonumber(n) then usage_error("--shard needs K/N with 0 <= K < N") end
   elseif a == "--summary" then o.summary = value(a)
+  elseif a == "--trace" then o.trace = value(a)
   elseif a == "-q" or a == "--quiet" then o.quiet = true
   elseif a == "--base-url" then
     o.base_url = o.base_url or {}

@@ -26,7 +26,7 @@ M.open_spec = {
   usage = function(v)
     if v ~= true and v ~= false and v ~= "continuous" then return 'must be true, false or "continuous"' end
   end,
-  timeouts = timeouts_spec, headers = "headers", max_event_bytes = "count",
+  timeouts = timeouts_spec, headers = "headers", max_event_bytes = "count", tag = "line",
 }
 
 -- Header values the core keeps out of its errors, and so do we: adds to list
@@ -88,7 +88,7 @@ function M.stream_opts(client, path, req, opts)
     url = client.base_url .. path, json = req,
     headers = M.merged(client._headers, opts.headers),
     timeouts = M.merged(client.timeouts, opts.timeouts),
-    max_event_bytes = opts.max_event_bytes,
+    max_event_bytes = opts.max_event_bytes, tag = opts.tag,
   }
   for _, k in ipairs(M.transport_keys) do t[k] = client.transport[k] end
   return t

@@ -3,7 +3,9 @@
 ** noticed at once), HTTP/1.1 parsing with http_parser, writing, the small
 ** routes, and the one function that closes the socket (mock_conn_close).
 */
+#include <errno.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -86,6 +88,25 @@ static void conn_peer_gone(mock_conn *c, uint64_t noticed_at) {
   fprintf(stderr, "Aborted request %s (conn %llu, %llu tokens sent)\n", r->id,
           (unsigned long long)r->conn, (unsigned long long)r->tokens_sent);
   mock_record_unref(r);
+}
+
+/* Before a paced write: has the client closed? libuv runs due timers before
+   it polls for input, so after the mock was kept off the CPU a token timer
+   would fire before the close is read; a real server checks between tokens
+   too (vLLM's is_disconnected). Returns 0 when the client is gone (and the
+   close is recorded now). */
+int mock_conn_alive(mock_conn *c) {
+  uv_os_fd_t fd;
+  char b;
+  ssize_t n;
+  if (c->closing) return 0;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return 1;
+  n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+    conn_peer_gone(c, uv_hrtime());
+    return 0;
+  }
+  return 1;
 }
 
 static void conn_write_failed(mock_conn *c, uint32_t tokens) {

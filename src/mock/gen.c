@@ -346,6 +346,8 @@ static void pump(mock_gen *g) {
       return;
     }
     g->blocked = 0;
+    if (!fast && !mock_conn_alive(c))
+      return; /* paced: a close that came meanwhile goes first */
     uint64_t now = uv_hrtime();
     mock_write *w = fast ? mock_conn_block(c) : NULL;
     char *base = w ? w->data : s->scratch;

@@ -193,6 +193,7 @@ struct mock_gen {
 void mock_conn_parser_settings(http_parser_settings *settings);
 void mock_conn_accept(mock_server *s);
 void mock_conn_close(mock_conn *c, mock_after how);
+int mock_conn_alive(mock_conn *c);
 int mock_conn_write(mock_conn *c, const char *data, size_t len, uint32_t tokens);
 int mock_conn_write_owned(mock_conn *c, char *data, size_t len);
 mock_write *mock_conn_block(mock_conn *c);

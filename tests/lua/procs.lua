@@ -66,7 +66,8 @@ local proc = {}
 proc.__index = proc
 
 -- Runs argv (no shell) as a server. opts.ready() -> true once it serves
--- (polled every 20 ms, for at most opts.wait seconds, default 5). Returns the
+-- (polled every 20 ms, for at most opts.wait seconds, default 5); opts.log: a
+-- file its stderr goes to (else it is collected for proc:stop()). Returns the
 -- proc, or nil and what it printed when it exited first or never got ready.
 -- proc.pid; proc:stop() -> the exec result (code, signal, stdout, stderr);
 -- a <close> variable stops it too.
@@ -74,6 +75,9 @@ function P.start(argv, opts)
   opts = opts or {}
   local pidfile = os.tmpname()
   local cmd = { "sh", "-c", 'echo $$ > "$0"; exec "$@"', pidfile }
+  if opts.log then  -- its stderr appended to a file, readable while it runs
+    cmd = { "sh", "-c", 'echo $$ > "$0"; log=$1; shift; exec "$@" 2>>"$log"', pidfile, opts.log }
+  end
   for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
   local task = sluice.spawn(function()
     return sluice.exec(cmd, { max_output = 1 << 20, cwd = opts.cwd })

@@ -145,8 +145,8 @@ T.case("bytes trickled one at a time: every event whole and in order, the same b
 end)
 
 T.case("trickled in odd pieces with pauses: whole events; idle counts events, not bytes", function()
-  -- 7 bytes every 5 ms: an event (~250 bytes) takes ~180 ms to come in whole
-  local fp <close>, url = faultproxy { "--trickle", 5, "--trickle-bytes", 7 }
+  -- 7 bytes every 10 ms: an event (~250 bytes) takes ~360 ms to come in whole
+  local fp <close>, url = faultproxy { "--trickle", 10, "--trickle-bytes", 7 }
   local s = open(url, FAST, { body = { max_tokens = 4 }, timeouts = { idle = 1 } })
   local events, err = read_all(s)
   T.eq(err, nil, "idle 1 s: a clean end")

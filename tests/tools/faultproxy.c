@@ -189,9 +189,11 @@ static void faults_begin(pair *p, const faults *f) {
   p->next_trickle = 0;
 }
 
-/* Looks for "\r\nX-Fault: ...\r\n" in what the client sent (the tail of its
-   last read kept, so a header split across reads is found too). */
+/* Looks for "\r\nX-Fault: ...\r\n" in what the client sent. What may hold the
+   start of a header not seen whole yet is kept for the next read; a header
+   already applied is not kept, so it applies once. */
 static void scan_for_fault(pair *p, const char *data, size_t len) {
+  static const char name[] = "\r\nx-fault:";
   char buf[SCAN_TAIL + 64 * 1024 + 1];
   if (len > 64 * 1024) { /* far more than a request head: scan its end */
     data += len - 64 * 1024;
@@ -199,10 +201,9 @@ static void scan_for_fault(pair *p, const char *data, size_t len) {
   }
   memcpy(buf, p->scan, p->scan_len);
   memcpy(buf + p->scan_len, data, len);
-  size_t total = p->scan_len + len;
+  size_t total = p->scan_len + len, keep_from = 0;
   buf[total] = '\0';
   const char *at = buf;
-  static const char name[] = "\r\nx-fault:";
   for (;;) {
     const char *hit = NULL;
     for (const char *c = at; c + sizeof name - 1 <= buf + total; c++) {
@@ -214,10 +215,8 @@ static void scan_for_fault(pair *p, const char *data, size_t len) {
     if (hit == NULL) break;
     const char *v = hit + sizeof name - 1;
     const char *eol = strstr(v, "\r\n");
-    if (eol == NULL) {  /* the rest of it comes in the next read */
-      total = (size_t)(buf + total - hit);
-      memmove(buf, hit, total);
-      at = NULL;
+    if (eol == NULL) {  /* the rest of it comes with the next read */
+      keep_from = (size_t)(hit - buf);
       break;
     }
     while (v < eol && (*v == ' ' || *v == '\t')) v++;
@@ -229,18 +228,11 @@ static void scan_for_fault(pair *p, const char *data, size_t len) {
       logf_pair(p, "bad X-Fault header ignored: %.*s", (int)(eol - v), v);
     }
     at = eol;
+    keep_from = (size_t)(eol - buf);  /* its CR LF may begin the next one */
   }
-  if (at != NULL) {  /* keep a tail: a header may begin in it */
-    size_t keep = total < SCAN_TAIL ? total : SCAN_TAIL;
-    memmove(buf, buf + total - keep, keep);
-    total = keep;
-  }
-  if (total > SCAN_TAIL) {  /* a header line longer than we keep: give up on it */
-    memmove(buf, buf + total - SCAN_TAIL, SCAN_TAIL);
-    total = SCAN_TAIL;
-  }
-  memcpy(p->scan, buf, total);
-  p->scan_len = total;
+  if (total - keep_from > SCAN_TAIL) keep_from = total - SCAN_TAIL;
+  p->scan_len = total - keep_from;
+  memcpy(p->scan, buf + keep_from, p->scan_len);
 }
 
 /* The next fault position ahead of the bytes sent so far, or UINT64_MAX. */

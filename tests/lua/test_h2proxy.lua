@@ -6,7 +6,6 @@
 -- through the suite's faultproxy (no faults), whose log says how nghttpx ended
 -- each backend connection; the mock's /stats says what the server saw.
 local sluice = require "sluice"
-local cjson = require "cjson"
 local T = require "testlib"
 local procs = require "procs"
 

@@ -10,7 +10,6 @@
 -- the three settings on three free ports. docs/deployment.md has the figures
 -- these cases print (lines starting with "#").
 local sluice = require "sluice"
-local cjson = require "cjson"
 local T = require "testlib"
 local procs = require "procs"
 
@@ -19,6 +18,9 @@ assert(io.open(NGINX), "nginx is not installed (scripts/setup installs it)")
 
 local dir = procs.tmpdir()
 assert(os.execute("mkdir -p " .. dir .. "/tmp"))
+-- The master runs as root in CI; its worker then needs `user root` to write
+-- its temp files in our temp dir.
+local is_root = procs.sh("id -u"):match("^0") ~= nil
 
 -- How vLLM deployments proxy a streaming API. `extra`: the setting a server
 -- block changes.
@@ -68,7 +70,7 @@ http {
 %s
   }
 }
-]]):format(dir, dir, procs.is_root and "user root;" or "", dir, dir, dir, dir, dir, dir, T.port,
+]]):format(dir, dir, is_root and "user root;" or "", dir, dir, dir, dir, dir, dir, T.port,
            ports.good, location("proxy_buffering off;"),
            ports.ignore_abort, location("proxy_buffering off;\n      proxy_ignore_client_abort on;"),
            ports.buffered, location("proxy_buffering on;"))
@@ -78,10 +80,6 @@ local function serves(port)
   local res = sluice.fetch { url = ("http://127.0.0.1:%d/stats"):format(port), timeouts = { total = 1 } }
   return res and res.status == 200
 end
-
--- The master runs as root in CI; its worker then needs `user root` to write
--- its temp files in our temp dir.
-procs.is_root = procs.sh("id -u"):match("^0") ~= nil
 
 local nginx, ports
 local function start_nginx()

@@ -183,24 +183,31 @@ T.case("h2: a lone stream cancelled or timed out: the reset reaches the server" 
   s:cancel("enough")
   T.eq(s:state(), "cancelled", "state")
   local rec = T.wait_record(id, function(r) return r.client_closed or r.completed end)
-  local s2, id2 = open({ tokens_per_sec = 100 }, { max_tokens = N }, { timeouts = { total = 0.2 } })
+  -- an idle timeout while the server is silent (a stall after 5 tokens)
+  local s2, id2 = open({ tokens_per_sec = 100, stall_after = 5 }, { max_tokens = N }, { timeouts = { idle = 0.3 } })
+  T.read_tokens(s2, 5)
   local _, err2 = drain(s2)
   T.eq(err2 and err2.kind, "timeout", "timeout kind")
-  local rec2 = T.wait_record(id2, function(r) return r.client_closed or r.completed end)
+  local closed2
+  local deadline = sluice.now() + 1
+  repeat
+    closed2 = T.record(id2).client_closed
+    sluice.sleep(0.01)
+  until closed2 or sluice.now() > deadline
   if RST_DELAYED then
-    -- what happens today: the mock generates to the end, and the reset
-    -- goes out only with the connection's next stream
+    -- what happens today: the mock generates to the end, or holds a silent
+    -- request open; the resets go out only with the connection's next stream
     print(("# KNOWN DEFECT, h2 via nghttpx with libcurl %s: a lone stream cancelled after %d tokens: the mock " ..
-           "generated all %d and never saw a close; timed out after 0.2 s: all %d too"):format(
-           LIBCURL, seen, rec.tokens_sent, rec2.tokens_sent))
+           "generated all %d and never saw a close; an idle timeout: the mock still held the request 1 s later")
+          :format(LIBCURL, seen, rec.tokens_sent))
     T.ok(rec.completed and not rec.client_closed and rec.tokens_sent == N,
          "pinned defect (cancel): if this fails, the reset now reaches the server: make this case assert it")
-    T.ok(rec2.completed and not rec2.client_closed,
+    T.ok(not closed2,
          "pinned defect (timeout): if this fails, the reset now reaches the server: make this case assert it")
   else
     T.ok(rec.client_closed and not rec.completed, "the mock saw the cancel")
     T.le(sent_after(rec, t), 2, "tokens the mock sent after the cancel")
-    T.ok(rec2.client_closed and not rec2.completed, "the mock saw the timeout's reset")
+    T.ok(closed2, "the mock saw the timeout's reset")
   end
 end)
 

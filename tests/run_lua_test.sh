@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs one Lua test file with the sluice host against a fresh sluice-mock on a
 # free loopback port. The test finds the mock through SLUICE_MOCK_URL, its log
-# through SLUICE_MOCK_LOG. Usage: run_lua_test.sh SLUICE SLUICE_MOCK TEST.lua
+# through SLUICE_MOCK_LOG, and the suite's fault-injecting proxy
+# (tests/tools/faultproxy.c) through SLUICE_FAULTPROXY_BIN.
+# Usage: run_lua_test.sh SLUICE SLUICE_MOCK TEST.lua [FAULTPROXY]
 set -u
 sluice=$(realpath "$1") mock=$(realpath "$2") test=$(realpath "$3")
+faultproxy=${4:+$(realpath "$4")}
 dir=$(mktemp -d)
 "$mock" --port 0 --url-file "$dir/url" --exit-with-parent --quiet >/dev/null 2>"$dir/log" &
 mock_pid=$!
@@ -32,7 +35,7 @@ if [ -z "$url" ]; then
   exit 1
 fi
 export SLUICE_MOCK_URL=$url SLUICE_MOCK_LOG=$dir/log SLUICE_MOCK_PID=$mock_pid
-export SLUICE_BIN=$sluice SLUICE_MOCK_BIN=$mock
+export SLUICE_BIN=$sluice SLUICE_MOCK_BIN=$mock SLUICE_FAULTPROXY_BIN=$faultproxy
 export LUA_PATH="$(cd "$(dirname "$test")" && pwd)/?.lua;;"
 cd "$(dirname "$test")"
 "$sluice" "$test"

@@ -8,12 +8,18 @@ foreach(src ${UNIT_TESTS})
   add_test(NAME unit.${name} COMMAND ${name})
 endforeach()
 
+# faultproxy: the suite's fault-injecting TCP proxy (latency, stalls, resets,
+# half-closes, trickled bytes) between sluice and the mock; the Lua tests find
+# it through SLUICE_FAULTPROXY_BIN (tests/run_lua_test.sh).
+add_executable(faultproxy ${CMAKE_CURRENT_SOURCE_DIR}/tests/tools/faultproxy.c)
+target_link_libraries(faultproxy PRIVATE PkgConfig::UV)
+
 file(GLOB LUA_TESTS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/lua/test_*.lua)
 foreach(src ${LUA_TESTS})
   get_filename_component(name ${src} NAME_WE)
   add_test(NAME lua.${name}
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/run_lua_test.sh
-            $<TARGET_FILE:sluice> $<TARGET_FILE:sluice-mock> ${src})
+            $<TARGET_FILE:sluice> $<TARGET_FILE:sluice-mock> ${src} $<TARGET_FILE:faultproxy>)
   set_tests_properties(lua.${name} PROPERTIES TIMEOUT 120)
 endforeach()
 

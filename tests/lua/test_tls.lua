@@ -1,5 +1,7 @@
 -- TLS is verified by default: a server with a self-signed certificate is
--- refused unless the script trusts it (ca_file) or says insecure = true.
+-- refused unless the script trusts it (ca_file) or says insecure = true; so
+-- are a certificate for another name, an expired one and one from a CA the
+-- script does not trust, each with a transport error naming the cause.
 -- The servers are `openssl s_server` and `nghttpd` (HTTP/2) on free loopback
 -- ports.
 local sluice = require "sluice"
@@ -22,7 +24,9 @@ local commands = {
   h2 = "exec nghttpd -a 127.0.0.1 -d . %d %q %q",
 }
 local started = {}  -- every server's pid, stopped at the end even if a case failed
-local function start_server(kind)
+-- with_cert, with_key: another certificate than the self-signed one
+local function start_server(kind, with_cert, with_key)
+  local cert, key = with_cert or cert, with_key or key
   for try = 1, 20 do
     local port = 20000 + math.random(0, 20000)
     local cmd = kind == "h2" and commands.h2:format(port, key, cert) or commands[kind]:format(port, cert, key)
@@ -135,6 +139,94 @@ T.case("HTTP/2: a cancel ends its own stream, not the others sharing the connect
   end
   T.eq(n, LINES, "lines of the second stream")
   T.eq(b:state(), "done", "second stream state")
+end)
+
+-- A CA made here signs the servers' certificates: one for 127.0.0.1, one for
+-- another name only, one expired; another CA, which the script never
+-- trusts, signs a fourth.
+local function openssl(args)
+  local cmd = "cd " .. dir .. " && openssl " .. args .. " >>openssl.log 2>&1"
+  assert(os.execute(cmd), cmd)
+end
+local function make_ca(name)
+  openssl(("req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=%s -keyout %s.key -out %s.pem"):format(name, name, name))
+  return dir .. "/" .. name .. ".pem"
+end
+-- days: negative for a certificate that has expired
+local function make_cert(name, ca, san, days)
+  local f = assert(io.open(dir .. "/" .. name .. ".ext", "w"))
+  f:write("subjectAltName=", san, "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+  f:close()
+  openssl(("req -newkey rsa:2048 -nodes -subj /CN=%s -keyout %s.key -out %s.csr"):format(name, name, name))
+  openssl(("x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -days %d -extfile %s.ext -out %s.pem")
+    :format(name, ca, ca, days, name, name))
+  return dir .. "/" .. name .. ".pem", dir .. "/" .. name .. ".key"
+end
+local ca = make_ca("ca")
+make_ca("other-ca")
+local servers = {}
+for name, spec in pairs {
+  good = { "ca", "IP:127.0.0.1", 1 },
+  wrong_name = { "ca", "DNS:localhost", 1 },
+  expired = { "ca", "IP:127.0.0.1", -1 },
+  untrusted = { "other-ca", "IP:127.0.0.1", 1 },
+} do
+  local port = start_server("www", make_cert(name, spec[1], spec[2], spec[3]))
+  servers[name] = ("https://127.0.0.1:%d/"):format(port)
+end
+
+-- The error a fetch and a stream of url give, which must be the same kind.
+local function refused(opts)
+  local res, err = sluice.fetch(opts)
+  T.eq(res, nil, "no response")
+  T.eq(err.kind, "transport", "kind")
+  local s = sluice.stream(opts)
+  local ev, err2 = s:next()
+  T.ok(ev == nil and err2.kind == "transport", "a stream is refused the same way")
+  T.eq(err2.message, err.message, "the same message")
+  return err.message
+end
+
+T.case("a certificate signed by a CA the script names (ca_file) is verified and accepted", function()
+  local res, err = sluice.fetch { url = servers.good, ca_file = ca }
+  T.ok(res and res.status == 200, "fetched: " .. tostring(err))
+  local s = sluice.stream { url = servers.good, ca_file = ca, framing = "raw" }
+  local ev, err2 = s:next()
+  T.ok(ev, "streamed: " .. tostring(err2))
+  s:close()
+  -- not trusted by default: the CA is not in the system's store
+  local msg = refused { url = servers.good }
+  T.contains(msg, "unable to get local issuer certificate", "without ca_file")
+end)
+
+T.case("a certificate for another host name: a transport error naming the name", function()
+  local msg = refused { url = servers.wrong_name, ca_file = ca }
+  T.contains(msg, "no alternative certificate subject name matches target host name '127.0.0.1'", "message")
+  -- the same server under the name its certificate has is accepted
+  local res, err = sluice.fetch { url = servers.wrong_name:gsub("127%.0%.0%.1", "localhost"), ca_file = ca }
+  T.ok(res and res.status == 200, "as localhost: " .. tostring(err))
+end)
+
+T.case("an expired certificate: a transport error saying it has expired", function()
+  local msg = refused { url = servers.expired, ca_file = ca }
+  T.contains(msg, "certificate has expired", "message")
+end)
+
+T.case("a certificate from a CA the script does not trust: a transport error saying so", function()
+  local msg = refused { url = servers.untrusted, ca_file = ca }
+  T.contains(msg, "unable to get local issuer certificate", "message")
+end)
+
+T.case("insecure = true, and only it, accepts each of them", function()
+  for _, name in ipairs { "wrong_name", "expired", "untrusted" } do
+    local res, err = sluice.fetch { url = servers[name], ca_file = ca, insecure = true }
+    T.ok(res and res.status == 200, name .. ": " .. tostring(err))
+    local s = sluice.stream { url = servers[name], insecure = true, framing = "raw" }
+    T.ok(s:next(), name .. ": a stream too")
+    s:close()
+    local ok, e = pcall(sluice.fetch, { url = servers[name], insecure = 1 })
+    T.ok(not ok and tostring(e):find("insecure", 1, true), "insecure must be a boolean: " .. tostring(e))
+  end
 end)
 
 os.execute("kill " .. table.concat(started, " ") .. " 2>/dev/null")

@@ -256,6 +256,14 @@ int sl_curlm_ensure(sl_curlm *m, char *err, size_t n) {
   MSETOPT(CURLMOPT_TIMERDATA, m);
   if (m->max_connects < MIN_CONNECTS) m->max_connects = MIN_CONNECTS;
   MSETOPT(CURLMOPT_MAXCONNECTS, m->max_connects);
+  /* From 7.88.0 to 8.14.x libcurl only queues the RST_STREAM of a stream
+     removed early and sends it with the connection's next I/O (curl issue
+     17611, fixed in 8.15.0): a cancelled stream alone on its connection, or
+     beside silent ones, would never reach the server. There each HTTP/2
+     stream gets a connection of its own, which a stop closes like an
+     HTTP/1.1 one. */
+  m->multiplex = curl_version_info(CURLVERSION_NOW)->version_num >= 0x080f00;
+  if (!m->multiplex) MSETOPT(CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
   return 0;
 fail:
   curl_multi_cleanup(m->multi);

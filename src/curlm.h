@@ -30,6 +30,7 @@ typedef struct sl_curlm {
   size_t sock_cap;
   int transfers;          /* easy handles currently added */
   long max_connects;      /* the connection cache's size (CURLMOPT_MAXCONNECTS) */
+  int multiplex;          /* HTTP/2 streams may share a connection (see curlm.c) */
   size_t queued_bytes;    /* what consumers of every transfer have not read yet */
   char error[160];        /* the last failure of a multi call, "" if none */
 } sl_curlm;

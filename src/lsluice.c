@@ -106,6 +106,16 @@ static int l_drop_connections(lua_State *L) {
   return 1;
 }
 
+/* sluice._h2_multiplex() -> boolean: do HTTP/2 streams share connections
+   with the libcurl loaded (see curlm.c)? Tests assert accordingly. */
+static int l_h2_multiplex(lua_State *L) {
+  sl_curlm *m = &sl_rt(L)->net;
+  char err[256];
+  if (sl_curlm_ensure(m, err, sizeof err) != 0) return luaL_error(L, "%s", err);
+  lua_pushboolean(L, m->multiplex);
+  return 1;
+}
+
 /* sluice._trim(): gives the heap's free pages back to the system, so that
    RSS measures what is in use (the soak test compares it to a baseline). */
 static int l_trim(lua_State *L) {
@@ -122,6 +132,7 @@ static const luaL_Reg core_funcs[] = {{"error", l_error},
                                       {"_census", l_census},
                                       {"_drop_connections", l_drop_connections},
                                       {"_trim", l_trim},
+                                      {"_h2_multiplex", l_h2_multiplex},
                                       {NULL, NULL}};
 
 int luaopen_sluice_core(lua_State *L) {

@@ -396,16 +396,22 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   s->state = state;
   s->t_ended = sl_now();
   if (s->easy) {
-    /* Unfinished, on an HTTP/1 connection (which no other transfer shares):
-       shut it first. curl's own close comes at the end of its clean-up, some
-       10 us later, time in which the server goes on generating. Without
-       http2 the request is surely HTTP/1.1, even before any response byte. */
+    /* Unfinished, on a connection no other transfer shares (HTTP/1, or
+       HTTP/2 where curl does not multiplex, see curlm.c): shut it first.
+       curl's own close comes at the end of its clean-up, some 10 us later,
+       time in which the server goes on generating. Without http2 the request
+       is surely HTTP/1.1, even before any response byte. An HTTP/2 connection
+       is not put back for reuse (curl would keep a multiplexed one open), so
+       a stream alone on it closes it; beside others, curl resets the stream. */
     if (s->fd != CURL_SOCKET_BAD) {
       long version = 0;
       if (s->http2) curl_easy_getinfo(s->easy, CURLINFO_HTTP_VERSION, &version);
-      if (!s->http2 || version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1)
+      if (!s->http2 || version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1 ||
+          !s->rt->net.multiplex)
         shutdown(s->fd, SHUT_RDWR);
     }
+    if (s->http2 && state != SL_STATE_DONE)
+      (void)curl_easy_setopt(s->easy, CURLOPT_FORBID_REUSE, 1L);
     if (s->paused) {
       /* What curl holds for a paused transfer is lost, never freed, when the
          transfer is removed while its HTTP/2 connection carries others

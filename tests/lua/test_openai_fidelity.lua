@@ -179,7 +179,9 @@ T.case("[DONE] then silence: the loop ends at once, not a second later", functio
   T.eq(res.text, "ok", "text")
   T.eq(chat:state(), "done", "state")
   local rec = T.wait_record(id, function(r) return r.client_closed end)
-  T.le(ended - rec.last_token_at, 0.01, "seconds from [DONE] written to the loop's end")
+  -- the mock holds the response open until the client closes: the loop could
+  -- only end through [DONE] (the bound is loose; a 2-core machine is noisy)
+  T.le(ended - rec.last_token_at, 0.5, "seconds from [DONE] written to the loop's end")
 end)
 
 T.case("errors read once: 'http 503: <message>', retry_after, request_id, type, code", function()

@@ -579,6 +579,7 @@ static int l_metrics(lua_State *L) {
   set_time(L, "first_event", s->t_first_event);
   set_time(L, "last_event", s->t_last_event);
   set_time(L, "ended", s->t_ended);
+  set_time(L, "server_stopped_at", s->server_stopped_at);
   lua_pushinteger(L, (lua_Integer)s->events);
   lua_setfield(L, -2, "events");
   lua_pushinteger(L, (lua_Integer)s->id);
@@ -611,6 +612,69 @@ static int l_tostring(lua_State *L) {
   if (*ud) lua_pushfstring(L, "sluice.stream (%s): %p", sl_state_name((*ud)->state), *ud);
   else lua_pushliteral(L, "sluice.stream (released)");
   return 1;
+}
+
+/* ---- waiting for the end ------------------------------------------------------- */
+
+static void wait_cleanup(sl_task *t) {
+  sl_stream *s = t->wait_data;
+  if (s->end_waiter == t) s->end_waiter = NULL;
+  sl_task_timer_stop(t);
+}
+
+/* Stack: 1 = stream, 2 = timeout, 3 = its deadline or nil. */
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  sl_stream *s = *(sl_stream **)lua_touserdata(L, 1);
+  sl_task *t = sl_rt(L)->current;
+  int rc;
+  (void)ctx;
+  if (!s) luaL_error(L, "attempt to use a released stream");
+  if (status == LUA_YIELD) sl_task_check_cancel(L, t);
+  if (sl_stream_finished(s)) {
+    lua_pushstring(L, sl_state_name(s->state));
+    return 1;
+  }
+  t = sl_task_current(L, "stream:wait");
+  sl_task_check_cancel(L, t);
+  if (!lua_isnil(L, 3)) {
+    double left = lua_tonumber(L, 3) - sl_now();
+    if (left <= 0 || (status == LUA_YIELD && sl_task_timer_fired(t))) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    if ((rc = sl_task_timer(t, left)) != 0) luaL_error(L, "stream:wait: uv_timer_start: %s", uv_strerror(rc));
+  }
+  if (s->end_waiter && s->end_waiter != t) luaL_error(L, "stream:wait: another task waits for this stream");
+  s->end_waiter = t;
+  return sl_task_wait(L, t, wait_cleanup, s, 0, wait_k);
+}
+
+/* s:wait([timeout]) -> state: waits until the stream is over (without
+   reading it: its events stay queued for its reader); nil, "timeout". */
+static int l_wait(lua_State *L) {
+  check_stream(L, 1);
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) lua_pushnil(L);
+  else lua_pushnumber(L, sl_now() + sl_check_seconds(L, 2, 1, "stream:wait"));
+  return wait_k(L, LUA_OK, 0);
+}
+
+/* s:_confirmed(t, how): the server's own word that it stopped, at t
+   (sluice.now()'s clock): kept in metrics().server_stopped_at, and traced. */
+static int l_confirmed(lua_State *L) {
+  sl_stream *s = check_stream(L, 1);
+  size_t len;
+  double at = luaL_checknumber(L, 2);
+  const char *how = luaL_optlstring(L, 3, "", &len);
+  s->server_stopped_at = at;
+  if (s->rt->trace) {
+    sl_trace_begin(s->rt->trace, "confirm", s->id);
+    sl_trace_num(s->rt->trace, "server_stopped_at", at);
+    if (len) sl_trace_str(s->rt->trace, "how", how, len);
+    sl_trace_end(s->rt->trace);
+  }
+  return 0;
 }
 
 /* ---- fetch: a plain request on the same loop --------------------------------- */
@@ -651,7 +715,7 @@ static const luaL_Reg stream_methods[] = {
     {"next", l_next},       {"next_text", l_next_text}, {"events", l_events},   {"cancel", l_cancel},
     {"close", l_close},     {"state", l_state},     {"status", l_status},
     {"headers", l_headers}, {"metrics", l_metrics}, {"trace_text", l_trace_text},
-    {"trace_note", l_trace_note}, {NULL, NULL}};
+    {"trace_note", l_trace_note}, {"wait", l_wait}, {"_confirmed", l_confirmed}, {NULL, NULL}};
 
 static const luaL_Reg stream_meta[] = {
     {"__gc", l_gc}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};

@@ -196,8 +196,20 @@ static int l_os_exit(lua_State *L) {
   return 0;
 }
 
+/* task:background([flag]) -> task: a background task (true, the default)
+   does not keep the script running: when the main task and every other
+   foreground task have finished, it is closed with the rest. */
+static int l_background(lua_State *L) {
+  sl_task *t = check_task(L, 1);
+  int flag = lua_isnoneornil(L, 2) ? 1 : (luaL_checktype(L, 2, LUA_TBOOLEAN), lua_toboolean(L, 2));
+  sl_task_background(t, flag);
+  lua_settop(L, 1);
+  return 1;
+}
+
 static const luaL_Reg task_methods[] = {
-    {"join", l_join}, {"cancel", l_cancel}, {"status", l_status}, {NULL, NULL}};
+    {"join", l_join}, {"cancel", l_cancel}, {"status", l_status}, {"background", l_background},
+    {NULL, NULL}};
 
 static const luaL_Reg task_meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
 

@@ -65,6 +65,7 @@ struct sl_runtime {
   sl_task *main;
   sl_list ready;         /* tasks to resume in the next pass */
   sl_list tasks;         /* unfinished tasks */
+  int foreground;        /* how many of them keep the runtime alive */
   sl_list resources;     /* every resource alive */
   uv_check_t check;      /* resumes ready tasks, once per loop pass */
   uv_idle_t idle;        /* keeps poll from blocking while tasks are ready */

@@ -435,6 +435,7 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   if (s->queued == 0) buf_free(&s->q);
   sl_resource_unregister(&s->res);
   if (s->waiter) sl_task_wake(s->waiter);
+  if (s->end_waiter) sl_task_wake(s->end_waiter);
 }
 
 /* msg with every secret of the stream replaced; NULL when out of memory. */

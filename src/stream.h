@@ -79,6 +79,8 @@ struct sl_stream {
   char errbuf[CURL_ERROR_SIZE];
 
   sl_task *waiter;        /* the task blocked in next() */
+  sl_task *end_waiter;    /* the task blocked in wait() */
+  double server_stopped_at;  /* when the server confirmed it stopped (confirm) */
   unsigned long long id;  /* this runtime's stream number (traces name it) */
   sl_trace_pending tp;    /* what its next trace lines gather */
 };

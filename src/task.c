@@ -155,6 +155,7 @@ sl_task *sl_task_spawn(lua_State *L, int nargs) {
   sl_list_init(&t->resources);
   sl_list_init(&t->joiners);
   sl_list_push(&rt->tasks, &t->all_node);
+  rt->foreground++;
   t->co = lua_newthread(L);
   t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
@@ -171,6 +172,7 @@ static void finish_task(sl_task *t) {
   sl_runtime *rt = t->rt;
   lua_State *L = rt->L;
   t->done = 1;
+  if (!t->background) rt->foreground--;
   sl_list_remove(&t->all_node);
   sl_list_remove(&t->ready_node);
   t->queued = 0;
@@ -190,8 +192,8 @@ static void finish_task(sl_task *t) {
     }
     sl_runtime_set_exit(rt, 1, 0);
     rt->stop_asked = 1;  /* the other tasks are closed with the rest */
-  } else if (rt->main->done && sl_list_empty(&rt->tasks)) {
-    rt->stop_asked = 1;
+  } else if (rt->main->done && rt->foreground == 0) {
+    rt->stop_asked = 1;  /* background tasks are closed with the rest */
   }
   luaL_unref(L, LUA_REGISTRYINDEX, t->self_ref);  /* may be collected now */
   t->self_ref = LUA_NOREF;
@@ -355,6 +357,17 @@ void sl_task_close_all(sl_runtime *rt, const char *reason) {
     sl_task *t = sl_container_of(rt->tasks.next, sl_task, all_node);
     set_cancelled(t, reason);
     close_cancelled(t);
+  }
+}
+
+void sl_task_background(sl_task *t, int background) {
+  sl_runtime *rt = t->rt;
+  if (t->done || (int)t->background == background) return;
+  t->background = (unsigned)background;
+  rt->foreground += background ? -1 : 1;
+  if (rt->main && rt->main->done && rt->foreground == 0) {
+    rt->stop_asked = 1;
+    uv_idle_start(&rt->idle, on_idle);  /* let the loop come round to the check */
   }
 }
 

@@ -27,6 +27,7 @@ struct sl_task {
   int nargs;             /* arguments waiting on co's stack for the first resume */
   unsigned started : 1, queued : 1, done : 1, failed : 1, cancelled : 1,
       joined : 1,
+      background : 1,     /* does not keep the runtime alive (see sl_task_background) */
       bare_yield : 1;     /* parked at a plain coroutine.yield(), not a wait */
   char *traceback;       /* of an uncaught error */
   char *cancel_reason;
@@ -72,6 +73,10 @@ void sl_task_free(sl_task *t);
 /* Called when a task's userdata is collected: a failure nobody joined is
    reported, and makes the exit status 1. */
 void sl_task_collected(sl_task *t);
+
+/* A background task does not keep the script running: once the main task and
+   every foreground task have finished, the runtime shuts down (closing it). */
+void sl_task_background(sl_task *t, int background);
 
 /* The scheduler's pass: resumes the tasks that were ready when it began. */
 void sl_task_run_ready(sl_runtime *rt);

@@ -66,6 +66,7 @@ local spec = {
   on_result = "function", on_interrupt = "function",
   timeouts = { connect = "seconds", first_byte = "seconds", idle = "seconds", total = "seconds" },
   headers = "headers", insecure = "flag", ca_file = "string", http2 = "flag", trace = "string",
+  confirm = function(v) return require("sluice.confirm").kind(v) end,
 }
 
 -- The policy of a request: the run's flags and its policy (a value, or a
@@ -201,7 +202,8 @@ function batch.run(o)
   if type(bases) == "string" then bases = { bases } end
   bases = bases or { default_base() }
   local eps = endpoints.new(bases, { api_key = o.api_key, timeouts = o.timeouts, headers = o.headers,
-                                     insecure = o.insecure, ca_file = o.ca_file, http2 = o.http2 })
+                                     insecure = o.insecure, ca_file = o.ca_file, http2 = o.http2,
+                                     confirm = o.confirm })
   local make_policy = policy_maker(o)
   local run = stats.run(total)
   run.skipped = skipped

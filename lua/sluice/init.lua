@@ -55,4 +55,27 @@ do
   end
 end
 
+-- sluice.stream{..., confirm = how}: after a stop, ask the server when it
+-- actually stopped (sluice.confirm); the core never sees the option.
+do
+  local raw_stream = sluice.stream
+  function sluice.stream(opts)
+    if type(opts) == "table" and opts.confirm ~= nil then
+      local confirm = require "sluice.confirm"
+      local why = confirm.kind(opts.confirm)
+      if why then
+        error(("bad argument #1 to 'sluice.stream' (sluice.stream: option 'confirm' %s)"):format(why), 2)
+      end
+      local copy = {}
+      for k, v in pairs(opts) do
+        if k ~= "confirm" then copy[k] = v end
+      end
+      local s = raw_stream(copy)
+      confirm.watch(s, copy.url, copy.headers, opts.confirm)
+      return s
+    end
+    return raw_stream(opts)
+  end
+end
+
 return sluice

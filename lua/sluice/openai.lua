@@ -681,7 +681,7 @@ end
 function Client:models()
   check_client("client:models", self, 2)
   local o = request.stream_opts(self, "/models", nil, {})
-  o.json = nil
+  o.json, o.confirm = nil, nil
   local res, err = sluice.fetch(o)
   if not res then return nil, err end
   if res.status >= 400 then return nil, errors.from_response(res, self._secrets) end

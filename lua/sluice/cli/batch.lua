@@ -25,6 +25,8 @@ input and output
       --shard K/N        only the lines whose custom_id hashes to K (0..N-1)
       --summary FILE     write the summary as JSON too
       --trace FILE       a trace of every stream (sluice report FILE draws it)
+      --confirm HOW      after a stop, ask the server when it stopped (sluice-mock,
+                         llamacpp, vllm): in the trace, as server_stopped_at
   -q, --quiet            no progress, no summary
 
 server and load
@@ -103,6 +105,7 @@ while i <= #arg do
     if not k or tonumber(k) >= tonumber(n) then usage_error("--shard needs K/N with 0 <= K < N") end
   elseif a == "--summary" then o.summary = value(a)
   elseif a == "--trace" then o.trace = value(a)
+  elseif a == "--confirm" then o.confirm = value(a)
   elseif a == "-q" or a == "--quiet" then o.quiet = true
   elseif a == "--base-url" then
     o.base_url = o.base_url or {}

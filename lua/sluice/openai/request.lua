@@ -17,9 +17,11 @@ M.default_timeouts = { connect = 10, first_byte = 600, idle = 120 }
 M.transport_keys = { "insecure", "ca_file", "proxy", "http2" }
 
 local timeouts_spec = { connect = "seconds", first_byte = "seconds", idle = "seconds", total = "seconds" }
+local function confirm_kind(v) return require("sluice.confirm").kind(v) end
+
 M.client_spec = {
   base_url = "url", api_key = "line", headers = "headers", timeouts = timeouts_spec, model = "string",
-  insecure = "flag", ca_file = "string", proxy = "line", http2 = "flag",
+  insecure = "flag", ca_file = "string", proxy = "line", http2 = "flag", confirm = confirm_kind,
 }
 M.open_spec = {
   stop_when = policy.kind, require_done = "flag", continuous_usage = "flag",
@@ -27,6 +29,7 @@ M.open_spec = {
     if v ~= true and v ~= false and v ~= "continuous" then return 'must be true, false or "continuous"' end
   end,
   timeouts = timeouts_spec, headers = "headers", max_event_bytes = "count", tag = "line",
+  confirm = confirm_kind,
 }
 
 -- Header values the core keeps out of its errors, and so do we: adds to list
@@ -90,6 +93,9 @@ function M.stream_opts(client, path, req, opts)
     timeouts = M.merged(client.timeouts, opts.timeouts),
     max_event_bytes = opts.max_event_bytes, tag = opts.tag,
   }
+  local confirm = opts.confirm
+  if confirm == nil then confirm = client.confirm end
+  if confirm then t.confirm = confirm end
   for _, k in ipairs(M.transport_keys) do t[k] = client.transport[k] end
   return t
 end
@@ -123,7 +129,7 @@ function M.client_fields(o, level)
   for k, v in pairs(M.default_timeouts) do timeouts[k] = v end
   for k, v in pairs(o.timeouts or {}) do timeouts[k] = v end
   local secrets = M.add_secrets({}, headers)
-  return { base_url = base, model = o.model, timeouts = timeouts, transport = transport,
+  return { base_url = base, model = o.model, timeouts = timeouts, transport = transport, confirm = o.confirm,
            _headers = headers, _secrets = secrets[1] and secrets or nil }
 end
 

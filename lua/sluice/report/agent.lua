@@ -98,6 +98,7 @@ function M.reader(m)
   local function done()
     for _, row in ipairs(rows) do
       local s, run = row[1], row[2]
+      s.turn = math.tointeger(s.turn) or s.turn
       s.id = runs > 1 and ("%d.%s"):format(run, tostring(s.turn)) or tostring(s.turn)
       s.label = runs > 1 and ("run %d turn %s"):format(run, tostring(s.turn)) or ("turn " .. tostring(s.turn))
       s.last_event = nil

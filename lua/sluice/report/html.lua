@@ -19,6 +19,7 @@ local function us(t) return t and math.floor(t * 1e6 + 0.5) / 1e6 end
 
 -- JavaScript string offsets (UTF-16 code units) of a text's byte offsets.
 local function utf16_offsets(text, offsets)
+  if not text:find("[\128-\255]") then return offsets end  -- ASCII: the same
   local out, units, pos = {}, 0, 1
   for i, off in ipairs(offsets) do
     if off >= pos then
@@ -60,7 +61,8 @@ local function data(m, opts)
     }
   end
   return {
-    kind = m.kind, source = m.source, span = us(m.t1_ghost - m.t0), relative = m.relative or false,
+    kind = m.kind, source = m.source, span = us(m.t1 - m.t0), outer = us(m.t1_ghost - m.t0),
+    relative = m.relative or false,
     threshold = opts.rows or 200, streams = streams, colours = style.colours, marks = style.marks,
     row = style.ROW, label = style.LABEL,
   }
@@ -112,8 +114,9 @@ var S = D.streams, RH = D.row, LW = D.label, C = D.colours, MK = D.marks;
 var $ = function (id) { return document.getElementById(id); };
 var axis = $('axis'), band = $('band'), rows = $('rows'), scroll = $('scroll'), spacer = $('spacer');
 var tip = $('tip'), sel = $('sel'), chart = $('chart');
-var span = D.span > 0 ? D.span : 1e-6;
-var st = { view: [0, span], sort: 'start', show: { finished: 1, stopped: 1, failed: 1, open: 1 },
+// the view opens on what happened; zooming out goes as far as the tokens saved would have gone
+var span = D.span > 0 ? D.span : 1e-6, home = span * 1.03, outer = Math.max(home, D.outer || 0);
+var st = { view: [0, home], sort: 'start', show: { finished: 1, stopped: 1, failed: 1, open: 1 },
            expanded: S.length <= D.threshold };
 var order = [];
 S.forEach(function (s) { if (!Array.isArray(s.k)) s.k = []; });  // an empty list comes as {}
@@ -130,6 +133,7 @@ var big = S.length > D.threshold;
       var z = v.split(',').map(Number);
       if (z.length === 2 && z[1] > z[0]) st.view = z;
     } else if (k === 'expand') st.expanded = true;
+    else if (k === 'hover') st.hover = v.split(',');  // a stream's tip at a time: hover=ID,SECONDS
     else if (k === 'show') {
       st.show = {};
       v.split(',').forEach(function (o) { st.show[o] = 1; });
@@ -177,7 +181,8 @@ function drawAxis() {
   axis.setAttribute('width', w);
   axis.innerHTML = '<g class="axis">' + out.join('') + '</g>' +
     '<text x="8" y="11" class="label">' + (D.relative ? 'from each start' : 'from the first start') + '</text>';
-  $('range').textContent = 'view ' + dur(v0) + ' to ' + dur(v1) + ' of ' + dur(span);
+  $('range').textContent = 'view ' + dur(v0) + ' to ' + dur(v1) + ' of ' + dur(span) +
+    (outer > span ? ' (' + dur(outer) + ' with the tokens saved)' : '');
 }
 function label(t) {
   var a = Math.abs(t);
@@ -223,7 +228,7 @@ function drawBand() {
   }
   var td = '';
   for (b = 0; b < n; b++) td += (b ? 'L' : 'M') + f1(LW + (b + 0.5) * bx) + ' ' + f1(H - tok[b] / maxTok * (H - 4));
-  out.push('<path class="tokrate" fill="none" stroke="#222" stroke-width="1" d="' + td + '"/>');
+  out.push('<path class="tokrate" fill="none" stroke="#222" stroke-opacity="0.6" stroke-width="1" d="' + td + '"/>');
   out.push('<text class="label" x="8" y="16">open streams</text><text class="label" x="8" y="32" fill="#555">' +
            'at most ' + max + '</text><text class="label" x="8" y="48">tokens/s (line)</text>' +
            '<text class="label" x="8" y="62" fill="#555">at most ' + Math.round(maxTok / bw) + '</text>');
@@ -322,7 +327,7 @@ function draw() { drawAxis(); drawBand(); drawRows(true); }
 function setHash() {
   var parts = [];
   if (st.sort !== 'start') parts.push('sort=' + st.sort);
-  if (st.view[0] > 0 || st.view[1] < span) parts.push('zoom=' + +st.view[0].toFixed(6) + ',' + +st.view[1].toFixed(6));
+  if (st.view[0] > 0 || st.view[1] !== home) parts.push('zoom=' + +st.view[0].toFixed(6) + ',' + +st.view[1].toFixed(6));
   if (big && st.expanded) parts.push('expand');
   try { history.replaceState(null, '', parts.length ? '#' + parts.join('&') : location.pathname); } catch (e) {}
 }
@@ -331,8 +336,8 @@ function zoomTo(a, b) {
   var min = span * 1e-6 + 1e-7;
   if (b - a < min) { var m = (a + b) / 2; a = m - min / 2; b = m + min / 2; }
   var w = b - a;
-  if (w >= span) { a = 0; b = span; }
-  else { if (a < 0) { a = 0; b = w; } if (b > span) { b = span; a = span - w; } }
+  if (w >= outer) { a = 0; b = outer; }
+  else { if (a < 0) { a = 0; b = w; } if (b > outer) { b = outer; a = outer - w; } }
   st.view = [a, b];
   draw();
   setHash();
@@ -356,7 +361,7 @@ Array.prototype.forEach.call(document.querySelectorAll('#controls input[data-o]'
 });
 $('zin').addEventListener('click', function () { zoomBy(0.5); });
 $('zout').addEventListener('click', function () { zoomBy(2); });
-$('zreset').addEventListener('click', function () { zoomTo(0, span); });
+$('zreset').addEventListener('click', function () { zoomTo(0, home); });
 var ex = $('expand');
 if (big) {
   ex.style.display = '';
@@ -378,7 +383,7 @@ document.addEventListener('keydown', function (e) {
   else if (k === 's') zoomBy(1 / 0.7, hoverT);
   else if (k === 'a') pan(-0.2);
   else if (k === 'd') pan(0.2);
-  else if (k === '0' || k === 'escape') zoomTo(0, span);
+  else if (k === '0' || k === 'escape') zoomTo(0, home);
 });
 chart.addEventListener('wheel', function (e) {
   if (!(e.ctrlKey || e.metaKey) && e.target.closest('#scroll')) return;  // a plain wheel scrolls the rows
@@ -477,6 +482,15 @@ chart.addEventListener('mouseleave', function () { tip.style.display = 'none'; h
 
 reorder();
 draw();
+if (st.hover) {
+  var hid = decodeURIComponent(st.hover[0]), ht = Number(st.hover[1]);
+  S.some(function (s) {
+    if (s.id !== hid) return false;
+    var r = chart.getBoundingClientRect();
+    showTip(tipFor(s, ht), { clientX: r.left + xOf(ht), clientY: r.top + 40 });
+    return true;
+  });
+}
 document.body.setAttribute('data-ready', '1');
 })();
 ]==]

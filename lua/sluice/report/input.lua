@@ -28,11 +28,15 @@ function M.read(path, opts)
   local f, err = io.open(path, "rb")
   if not f then return nil, "cannot read " .. path .. ": " .. tostring(err):gsub("^[^:]*: ", "") end
   local decode = cjson.decode
-  local m, reader
+  local m, reader, fast
   local bad, last_bad, lines, other = 0, false, 0, 0
   for line in f:lines() do
     if line ~= "" then
       lines = lines + 1
+    end
+    if line == "" or (fast and fast(line)) then
+      if line ~= "" then last_bad = false end
+    else
       local r = decode(line)
       if type(r) ~= "table" then
         bad, last_bad = bad + 1, true
@@ -47,6 +51,7 @@ function M.read(path, opts)
           end
           m = model.new(kind, path)
           reader = require(READERS[kind]).reader(m)
+          fast = reader.line
         end
         if not reader.feed(r) then other = other + 1 end
       end

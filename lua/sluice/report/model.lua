@@ -193,25 +193,29 @@ function M.count(n)
   return int .. rest
 end
 
--- The totals as lines of text (the terminal's, the SVG's, the page's title).
+-- The totals as lines of text (the terminal's, the SVG's, an example's).
 function M.totals_lines(model)
   local t, count, dur = model.totals, M.count, M.duration
   local first = ("%s streams: %s finished, %s stopped early, %s failed"):format(
     count(t.streams), count(t.finished), count(t.stopped), count(t.failed))
   if t.open > 0 then first = first .. (", %s with no end"):format(count(t.open)) end
-  first = first .. (" over %s"):format(dur(t.span))
+  first = first .. (model.relative and ", the longest %s" or " over %s"):format(dur(t.span))
   local saved
   if t.saved_known > 0 then
-    saved = ("%s tokens saved (max_tokens known for %s of %s stopped)"):format(count(t.saved), count(t.saved_known),
-                                                                               count(t.stopped))
-    if t.saved_unknown == 0 then saved = ("%s tokens saved"):format(count(t.saved)) end
+    saved = ("%s tokens saved"):format(count(t.saved))
+    if t.saved_unknown > 0 then
+      saved = saved .. (" (max_tokens known for %s of %s stopped)"):format(count(t.saved_known), count(t.stopped))
+    end
   else
-    saved = "tokens saved unknown (no max_tokens)"
-    if t.stopped == 0 then saved = "0 tokens saved" end
+    saved = t.stopped == 0 and "0 tokens saved" or "tokens saved unknown (no max_tokens)"
   end
   local second = ("%s tokens received, %s"):format(count(t.tokens), saved)
-  local third = ("median decision->close %s (%d streams), close->server stopped %s (%d)"):format(
-    dur(t.decision_close), t.decision_close_n, dur(t.close_confirm), t.close_confirm_n)
+  if t.close_confirm_n > 0 then
+    second = second .. ("; %s stop%s confirmed by the server"):format(count(t.close_confirm_n),
+                                                                     t.close_confirm_n == 1 and "" or "s")
+  end
+  local third = ("median decision->close %s, close->server stopped %s"):format(dur(t.decision_close),
+                                                                             dur(t.close_confirm))
   if t.decision_confirm_n > 0 then
     third = third .. (", decision->server stopped %s"):format(dur(t.decision_confirm))
   end

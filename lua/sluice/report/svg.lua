@@ -22,7 +22,7 @@ function M.render(m, opts)
   local streams = model.sorted(m.streams, opts.sort)
   local limit = opts.rows or 200
   local folded = limit > 0 and #streams > limit
-  local v0, v1 = 0, math.max((m.t1_ghost or m.t1) - m.t0, 1e-6)
+  local v0, v1 = 0, math.max(m.t1 - m.t0, 1e-6)
   local function x_of(t) return LW + (t - m.t0 - v0) / (v1 - v0) * CW end
   local function clamp(x) return math.max(LW, math.min(LW + CW, x)) end
 

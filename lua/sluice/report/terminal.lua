@@ -24,6 +24,23 @@ local function fit(s, n, right)
 end
 M.fit = fit
 
+-- Puts text in lines of at most width characters, broken between words
+-- (or between items, with sep = "  ").
+local function wrap(text, width, put, sep)
+  sep = sep or " "
+  local line = ""
+  local pattern = sep == " " and "%S+" or "(.-)" .. sep
+  for word in (sep == " " and text or text .. sep):gmatch(pattern) do
+    if line ~= "" and (utf8.len(line) or #line) + #sep + (utf8.len(word) or #word) > width then
+      put(fit(line, width))
+      line = "  " .. word
+    else
+      line = line == "" and word or line .. sep .. word
+    end
+  end
+  if line ~= "" then put(fit(line, width)) end
+end
+
 -- The cells of one stream's bar: a list of glyphs, and which are marks.
 local function bar(s, cells, t0, dt)
   local out, mark = {}, {}
@@ -94,20 +111,20 @@ function M.render(m, o)
   local function put(s) lines[#lines + 1] = s end
 
   local kind = m.kind == "trace" and "trace" or m.kind == "batch" and "batch output" or "agent transcript"
-  put(paint(BOLD, ("sluice report: %s %s"):format(kind, m.source or "")))
-  for _, l in ipairs(model.totals_lines(m)) do put(l) end
+  put(paint(BOLD, fit(("sluice report: %s %s"):format(kind, m.source or ""), width)))
+  for _, l in ipairs(model.totals_lines(m)) do wrap(l, width, put) end
   if m.plain > 0 then
-    put(("(%d plain request%s with no events, such as sluice.fetch, left out)"):format(m.plain,
-                                                                                      m.plain == 1 and "" or "s"))
+    wrap(("(%d plain request%s with no events, such as sluice.fetch, left out)"):format(m.plain,
+         m.plain == 1 and "" or "s"), width, put)
   end
-  for _, n in ipairs(m.notes) do put(paint(DIM, "note: " .. n)) end
+  for _, n in ipairs(m.notes) do wrap("note: " .. n, width, function(l) put(paint(DIM, l)) end) end
   local streams = model.sorted(m.streams, o.sort)
   if #streams == 0 then return table.concat(lines, "\n") .. "\n" end
 
   local label_w = 6
   for _, s in ipairs(streams) do label_w = math.max(label_w, utf8.len(s.label) or #s.label) end
   label_w = math.min(label_w, 18)
-  local info_w = math.min(48, math.max(24, width * 2 // 5))
+  local info_w = math.min(64, math.max(24, width * 2 // 5))
   local cells = math.max(10, width - label_w - info_w - 3)
   local t0, span = m.t0, math.max(m.t1 - m.t0, 1e-6)
   local dt = span / cells
@@ -157,8 +174,8 @@ function M.render(m, o)
   if shown < #streams then
     put(("… %s more streams (--rows 0 lists them all)"):format(model.count(#streams - shown)))
   end
-  put(paint(DIM, "· waiting  ━ tokens  ◆ stop decision  ✕ closed (stopped)  ┃ finished  ✗ failed  " ..
-                 "✓ the server confirmed its stop"))
+  wrap("· waiting  ━ tokens  ◆ stop decision  ✕ stopped, closed  ┃ finished  ✗ failed  " ..
+       "✓ server confirmed", width, function(l) put(paint(DIM, l)) end, "  ")
   for i, l in ipairs(lines) do lines[i] = l:gsub(" +$", "") end
   return table.concat(lines, "\n") .. "\n"
 end

@@ -85,12 +85,46 @@ function M.reader(m)
   local function feed(r)
     local t, id, h = r.t, r.s, handlers[r.ev]
     if type(t) ~= "number" or id == nil or not h then return false end
+    id = math.tointeger(id) or id
     local s = current[id]
     if not s then s = open(id, t) end
     s = h(s, r, t) or s
     -- the last sign of life (a confirm line is written when the answer came)
     if h ~= handlers.confirm and h ~= handlers.note and (not s.last or t > s.last) then s.last = t end
     return true
+  end
+
+  -- The lines that make most of a trace, read without building a table
+  -- (twice as fast): data (the sizes counted) and text of one piece with no
+  -- escapes. A torn line never matches (it would end in "]}"). Returns false
+  -- for any other line: the caller decodes it.
+  local match, gmatch, tonumber = string.match, string.gmatch, tonumber
+  local function line(l)
+    local t, ev, id, rest = match(l, '^{"t":([%d.]+),"ev":"(%l+)","s":(%d+),(.*)}$')
+    if not t then return false end
+    if ev == "text" then  -- one piece, no escapes (else: decoded)
+      local piece = match(rest, '^"pieces":%["([^"\\]*)"%]$')
+      if not piece then return false end
+      t, id = tonumber(t), tonumber(id)
+      local s = current[id] or open(id, t)
+      s.plain_candidate, s.data_ticks = false, nil
+      tick(s, t, piece)
+      if not s.last or t > s.last then s.last = t end
+      return true
+    elseif ev == "data" then
+      local sizes = match(rest, '^"sizes":%[([%d,]*)%]$')
+      if not sizes then return false end
+      t, id = tonumber(t), tonumber(id)
+      local s = current[id] or open(id, t)
+      s.plain_candidate = false
+      local d = s.data_ticks
+      if d and sizes ~= "" then
+        for _ in gmatch(sizes, "%d+") do d[#d + 1] = t end
+      end
+      if not s.last or t > s.last then s.last = t end
+      return true
+    end
+    return false
   end
 
   local function done()
@@ -105,7 +139,7 @@ function M.reader(m)
     end
   end
 
-  return { feed = feed, done = done }
+  return { feed = feed, line = line, done = done }
 end
 
 return M

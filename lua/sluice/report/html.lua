@@ -110,17 +110,17 @@ local JS = [==[
 (function () {
 'use strict';
 var D = JSON.parse(document.getElementById('data').textContent);
-var S = D.streams, RH = D.row, LW = D.label, C = D.colours, MK = D.marks;
+var S = Array.isArray(D.streams) ? D.streams : [], RH = D.row, LW = D.label, C = D.colours, MK = D.marks;
 var $ = function (id) { return document.getElementById(id); };
 var axis = $('axis'), band = $('band'), rows = $('rows'), scroll = $('scroll'), spacer = $('spacer');
 var tip = $('tip'), sel = $('sel'), chart = $('chart');
 // the view opens on what happened; zooming out goes as far as the tokens saved would have gone
 var span = D.span > 0 ? D.span : 1e-6, home = span * 1.03, outer = Math.max(home, D.outer || 0);
 var st = { view: [0, home], sort: 'start', show: { finished: 1, stopped: 1, failed: 1, open: 1 },
-           expanded: S.length <= D.threshold };
+           expanded: !(D.threshold > 0 && S.length > D.threshold) };
 var order = [];
 S.forEach(function (s) { if (!Array.isArray(s.k)) s.k = []; });  // an empty list comes as {}
-var big = S.length > D.threshold;
+var big = D.threshold > 0 && S.length > D.threshold;  // 0: always the rows
 
 // the hash: #sort=tokens&zoom=0.1,0.2&expand&show=stopped,failed
 (function () {
@@ -154,7 +154,7 @@ function dur(d) {
   return s + +a.toPrecision(3) + ' s';
 }
 function width() { return Math.max(300, chart.clientWidth); }
-function cw() { return width() - LW - 12; }
+function cw() { return width() - LW - 18; }  // the rows' scrollbar stays clear
 function xOf(t) { return LW + (t - st.view[0]) / (st.view[1] - st.view[0]) * cw(); }
 function tOf(x) { return st.view[0] + (x - LW) / cw() * (st.view[1] - st.view[0]); }
 function f1(x) { return Math.round(x * 10) / 10; }
@@ -397,7 +397,7 @@ chart.addEventListener('wheel', function (e) {
 var dragFrom = null, hoverT;
 chart.addEventListener('mousedown', function (e) {
   var x = e.clientX - chart.getBoundingClientRect().left;
-  if (x < LW || e.button !== 0) return;
+  if (x < LW || x > LW + cw() || e.button !== 0) return;
   dragFrom = x;
   e.preventDefault();
 });

@@ -27,6 +27,15 @@ function M.mark_path(kind, x)
   end
 end
 
+-- s cut to at most n characters (UTF-8 aware), "…" at the cut.
+function M.cut(s, n)
+  s = tostring(s)
+  local len = utf8.len(s)
+  if not len then return #s > n and s:sub(1, n - 1) .. "…" or s end
+  if len <= n then return s end
+  return s:sub(1, utf8.offset(s, n) - 1) .. "…"
+end
+
 function M.escape(s)
   return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
                                          ["'"] = "&#39;" }))

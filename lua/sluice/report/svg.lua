@@ -16,7 +16,7 @@ function M.render(m, opts)
   opts = opts or {}
   local W = math.max(400, opts.width or 1200)
   local RH, LW = style.ROW, style.LABEL
-  local CW = W - LW - 12
+  local CW = W - LW - 18
   local out = {}
   local function put(s) out[#out + 1] = s end
   local streams = model.sorted(m.streams, opts.sort)
@@ -124,9 +124,7 @@ function M.render(m, opts)
       put(format('<g class="row" data-id="%s" data-outcome="%s" transform="translate(0,%d)">', esc(s.id),
                  s.outcome, y))
       if i % 2 == 0 then put(format('<rect x="0" y="0" width="%d" height="%d" fill="#f7f7f7"/>', W, RH)) end
-      local label = s.label
-      if (utf8.len(label) or #label) > 26 then label = label:sub(1, (utf8.offset(label, 26) or 26) - 1) .. "…" end
-      put(format('<text x="6" y="13">%s</text>', esc(label)))
+      put(format('<text x="6" y="13">%s</text>', esc(style.cut(s.label, 26))))
       local first = s.first or s.ends
       if first > s.start then
         put(format('<line x1="%s" x2="%s" y1="9" y2="9" stroke="%s" stroke-dasharray="2 2"/>', f1(clamp(x_of(s.start))),
@@ -163,7 +161,7 @@ function M.render(m, opts)
       local why = s.outcome ~= "finished" and (s.reason or (s.outcome == "open" and "no end in the input")) or nil
       local wx = x_of(s.ends) + 8
       if why and wx < LW + CW - 40 then
-        if #why > 40 then why = why:sub(1, 39) .. "…" end
+        why = style.cut(why, 40)
         put(format('<text x="%s" y="13" font-size="11" fill="%s">%s</text>', f1(wx), c.tick, esc(why)))
       end
       put('</g>')

@@ -119,7 +119,11 @@ function M.render(m, o)
   end
   for _, n in ipairs(m.notes) do wrap("note: " .. n, width, function(l) put(paint(DIM, l)) end) end
   local streams = model.sorted(m.streams, o.sort)
-  if #streams == 0 then return table.concat(lines, "\n") .. "\n" end
+  local function text()
+    for i, l in ipairs(lines) do lines[i] = l:gsub(" +$", "") end
+    return table.concat(lines, "\n") .. "\n"
+  end
+  if #streams == 0 then return text() end
 
   local label_w = 6
   for _, s in ipairs(streams) do label_w = math.max(label_w, utf8.len(s.label) or #s.label) end
@@ -176,8 +180,7 @@ function M.render(m, o)
   end
   wrap("· waiting  ━ tokens  ◆ stop decision  ✕ stopped, closed  ┃ finished  ✗ failed  " ..
        "✓ server confirmed", width, function(l) put(paint(DIM, l)) end, "  ")
-  for i, l in ipairs(lines) do lines[i] = l:gsub(" +$", "") end
-  return table.concat(lines, "\n") .. "\n"
+  return text()
 end
 
 return M

@@ -57,7 +57,8 @@ local function data(m, opts)
       id = tostring(s.id), l = s.label, o = s.outcome, s = rel(s.start), f = rel(s.first), e = rel(s.ends),
       p = rel(s.stop), c = rel(s.close), v = rel(s.confirm), vh = s.confirm_how, r = s.reason,
       st = s.status, k = ticks, x = s.text, q = #s.offsets > 0 and utf16_offsets(s.text, s.offsets) or nil,
-      m = s.max_tokens, n = s.saved, g = rel(s.ghost), pol = s.policy, mod = s.model, est = s.estimated or nil, tl = tools,
+      m = s.max_tokens, n = s.saved, g = rel(s.ghost), pol = s.policy, mod = s.model, est = s.estimated or nil,
+      tl = tools,
     }
   end
   return {
@@ -72,7 +73,8 @@ local CSS = [[
 *{box-sizing:border-box}
 body{margin:0;font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;background:#fff}
 header{padding:10px 14px 4px;border-bottom:1px solid #ddd}
-h1{font-size:16px;margin:0 0 6px}h1 .src{font-weight:normal;color:#666;font-family:ui-monospace,monospace;font-size:13px}
+h1{font-size:16px;margin:0 0 6px}
+h1 .src{font-weight:normal;color:#666;font-family:ui-monospace,monospace;font-size:13px}
 #totals{display:flex;flex-wrap:wrap;gap:4px 18px}
 #totals .stat b{font-size:15px}
 #totals .stopped b{color:#c25e00}#totals .failed b{color:#c0392b}
@@ -224,7 +226,8 @@ function drawBand() {
       d += 'V' + y + 'H' + f1(LW + (b + 1) * bx);
     }
     d += 'V' + H + 'Z';
-    out.push('<path class="layer" data-outcome="' + layers[li][0] + '" fill="' + C[layers[li][0]].bar + '" d="' + d + '"/>');
+    out.push('<path class="layer" data-outcome="' + layers[li][0] + '" fill="' + C[layers[li][0]].bar +
+             '" d="' + d + '"/>');
   }
   var td = '';
   for (b = 0; b < n; b++) td += (b ? 'L' : 'M') + f1(LW + (b + 0.5) * bx) + ' ' + f1(H - tok[b] / maxTok * (H - 4));
@@ -327,7 +330,9 @@ function draw() { drawAxis(); drawBand(); drawRows(true); }
 function setHash() {
   var parts = [];
   if (st.sort !== 'start') parts.push('sort=' + st.sort);
-  if (st.view[0] > 0 || st.view[1] !== home) parts.push('zoom=' + +st.view[0].toFixed(6) + ',' + +st.view[1].toFixed(6));
+  if (st.view[0] > 0 || st.view[1] !== home) {
+    parts.push('zoom=' + +st.view[0].toFixed(6) + ',' + +st.view[1].toFixed(6));
+  }
   if (big && st.expanded) parts.push('expand');
   try { history.replaceState(null, '', parts.length ? '#' + parts.join('&') : location.pathname); } catch (e) {}
 }
@@ -365,7 +370,9 @@ $('zreset').addEventListener('click', function () { zoomTo(0, home); });
 var ex = $('expand');
 if (big) {
   ex.style.display = '';
-  var exText = function () { ex.textContent = st.expanded ? 'fold the rows' : 'show all ' + S.length.toLocaleString('en') + ' rows'; };
+  var exText = function () {
+    ex.textContent = st.expanded ? 'fold the rows' : 'show all ' + S.length.toLocaleString('en') + ' rows';
+  };
   exText();
   ex.addEventListener('click', function () { st.expanded = !st.expanded; exText(); drawRows(true); setHash(); });
   $('collapsed-show').addEventListener('click', function () { ex.click(); });
@@ -434,9 +441,11 @@ function tipFor(s, t) {
   lines.push(tk + (s.st ? ' &middot; HTTP ' + s.st : '') + (s.mod ? ' &middot; ' + esc(s.mod) : '') +
              (s.pol ? ' &middot; policy ' + esc(s.pol) : ''));
   var m = [];
-  if (s.p !== undefined && s.p !== null && s.c !== undefined && s.c !== null) m.push('decision&rarr;close ' + dur(s.c - s.p));
-  if (s.v !== undefined && s.v !== null && s.c !== undefined && s.c !== null)
+  var has = function (v) { return v !== undefined && v !== null; };
+  if (has(s.p) && has(s.c)) m.push('decision&rarr;close ' + dur(s.c - s.p));
+  if (has(s.v) && has(s.c)) {
     m.push('close&rarr;server stopped ' + dur(s.v - s.c) + (s.vh ? ' (' + esc(s.vh) + ')' : ''));
+  }
   if (m.length) lines.push(m.join(' &middot; '));
   if (s.tl) lines.push('tools: ' + s.tl.map(function (x) {
     return esc(x[0]) + (x[2] !== null ? ' ' + dur(x[2] - x[1]) : '') + (x[3] ? '' : ' (failed)');
@@ -484,10 +493,11 @@ reorder();
 draw();
 if (st.hover) {
   var hid = decodeURIComponent(st.hover[0]), ht = Number(st.hover[1]);
-  S.some(function (s) {
+  order.some(function (i, j) {
+    var s = S[i];
     if (s.id !== hid) return false;
-    var r = chart.getBoundingClientRect();
-    showTip(tipFor(s, ht), { clientX: r.left + xOf(ht), clientY: r.top + 40 });
+    var y = st.expanded ? spacer.getBoundingClientRect().top + (j + 1) * RH : chart.getBoundingClientRect().top + 40;
+    showTip(tipFor(s, ht), { clientX: chart.getBoundingClientRect().left + xOf(ht), clientY: y });
     return true;
   });
 }

@@ -90,9 +90,8 @@ function M.reader(m)
 
   local function feed(r)
     local h = type(r.type) == "string" and handlers[r.type]
-    if not h or type(r.t) ~= "number" then return false end
+    if not h or type(r.t) ~= "number" then return end
     h(r)
-    return true
   end
 
   local function done()

@@ -29,7 +29,7 @@ function M.reader(m)
   m.relative = true
 
   local function feed(r)
-    if r.custom_id == nil and type(r.sluice) ~= "table" then return false end
+    if r.custom_id == nil and type(r.sluice) ~= "table" then return end
     local cid = r.custom_id ~= null and r.custom_id or nil
     local sl = type(r.sluice) == "table" and r.sluice or {}
     local mt = type(sl.metrics) == "table" and sl.metrics or {}
@@ -64,7 +64,6 @@ function M.reader(m)
       s.state = "done"
     end
     s.text = text_of(response)
-    return true
   end
 
   return { feed = feed, done = function() end }

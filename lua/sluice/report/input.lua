@@ -29,31 +29,31 @@ function M.read(path, opts)
   if not f then return nil, "cannot read " .. path .. ": " .. tostring(err):gsub("^[^:]*: ", "") end
   local decode = cjson.decode
   local m, reader, fast
-  local bad, last_bad, lines, other = 0, false, 0, 0
+  local bad, last_bad, lines = 0, false, 0
   for line in f:lines() do
     if line ~= "" then
       lines = lines + 1
-    end
-    if line == "" or (fast and fast(line)) then
-      if line ~= "" then last_bad = false end
-    else
-      local r = decode(line)
-      if type(r) ~= "table" then
-        bad, last_bad = bad + 1, true
-      else
+      if fast and fast(line) then
         last_bad = false
-        if not reader then
-          local kind = M.kind(r)
-          if not kind then
-            f:close()
-            return nil, ("%s: line %d is not a sluice trace, batch output or agent transcript record"):format(
-              path, lines)
+      else
+        local r = decode(line)
+        if type(r) ~= "table" then
+          bad, last_bad = bad + 1, true
+        else
+          last_bad = false
+          if not reader then
+            local kind = M.kind(r)
+            if not kind then
+              f:close()
+              return nil, ("%s: line %d is not a sluice trace, batch output or agent transcript record"):format(
+                path, lines)
+            end
+            m = model.new(kind, path)
+            reader = require(READERS[kind]).reader(m)
+            fast = reader.line
           end
-          m = model.new(kind, path)
-          reader = require(READERS[kind]).reader(m)
-          fast = reader.line
+          reader.feed(r)
         end
-        if not reader.feed(r) then other = other + 1 end
       end
     end
   end
@@ -74,7 +74,6 @@ function M.read(path, opts)
     m.skipped = bad
     model.note(m, ("%d line%s not JSON: skipped"):format(bad, bad == 1 and " was" or "s were"))
   end
-  m.lines, m.other = lines, other
   return model.finish(m, opts.plain)
 end
 

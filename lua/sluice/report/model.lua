@@ -3,7 +3,7 @@
 -- Readers fill streams; model.finish derives outcomes, tokens saved and the
 -- totals. The renderers (html, svg, terminal) read nothing else.
 --
--- A stream: key, id, label, start, head, status, first (first token), ticks
+-- A stream: id, label, start, status, first (first token), ticks
 -- (each token's time, in order), pieces (the text of each tick, until the
 -- text reaches TEXT_CAP bytes), stop (the decision) and reason, close (the
 -- socket's), confirm (when the server stopped) and confirm_how, last (the
@@ -72,7 +72,7 @@ function M.finish(model, keep_plain)
   local t0, t1 = math.huge, -math.huge
   local tot = { streams = 0, finished = 0, stopped = 0, failed = 0, open = 0, tokens = 0, saved = 0,
                 saved_known = 0, saved_unknown = 0 }
-  local decision_close, close_confirm, decision_confirm, ttft = {}, {}, {}, {}
+  local decision_close, close_confirm, decision_confirm = {}, {}, {}
   for _, s in ipairs(model.streams) do
     local plain = s.plain_candidate and s.state == "done" and #s.ticks == 0
     if plain and not keep_plain then
@@ -129,7 +129,6 @@ function M.finish(model, keep_plain)
       if s.stop and s.close then decision_close[#decision_close + 1] = s.close - s.stop end
       if s.confirm and s.close then close_confirm[#close_confirm + 1] = s.confirm - s.close end
       if s.confirm and s.stop then decision_confirm[#decision_confirm + 1] = s.confirm - s.stop end
-      if s.first and not s.estimated then ttft[#ttft + 1] = s.first - start end
     end
   end
   tot.decision_close = median(decision_close)
@@ -138,7 +137,6 @@ function M.finish(model, keep_plain)
   tot.close_confirm_n = #close_confirm
   tot.decision_confirm = median(decision_confirm)
   tot.decision_confirm_n = #decision_confirm
-  tot.ttft = median(ttft)
   if t0 == math.huge then t0, t1 = 0, 0 end
   local t1_ghost = t1
   for _, s in ipairs(kept) do

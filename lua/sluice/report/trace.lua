@@ -11,7 +11,9 @@ local M = {}
 
 local tick = model.tick
 
--- A reader: feed(record) for each decoded line; done() when the file ended.
+-- A reader: line(text) reads a line itself or returns false, feed(record)
+-- takes a decoded line, done() when the file ended. (The batch and agent
+-- readers have feed and done.)
 function M.reader(m)
   local current = {}  -- stream id -> the stream of the latest start line
 
@@ -84,14 +86,13 @@ function M.reader(m)
 
   local function feed(r)
     local t, id, h = r.t, r.s, handlers[r.ev]
-    if type(t) ~= "number" or id == nil or not h then return false end
+    if type(t) ~= "number" or id == nil or not h then return end
     id = math.tointeger(id) or id
     local s = current[id]
     if not s then s = open(id, t) end
     s = h(s, r, t) or s
     -- the last sign of life (a confirm line is written when the answer came)
     if h ~= handlers.confirm and h ~= handlers.note and (not s.last or t > s.last) then s.last = t end
-    return true
   end
 
   -- The lines that make most of a trace, read without building a table

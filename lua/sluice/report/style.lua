@@ -1,0 +1,66 @@
+-- What the report's pictures share: the colours of outcomes and marks, the
+-- row geometry, escaping. The page's script draws with the same numbers
+-- (handed to it in its data), the static SVG with these functions.
+local M = {}
+
+-- bar: an outcome's colour; tick: its tokens'.
+M.colours = {
+  finished = { bar = "#4c78a8", tick = "#1d3f66" },
+  stopped = { bar = "#f58518", tick = "#8a4300" },
+  failed = { bar = "#e45756", tick = "#8b1a1a" },
+  open = { bar = "#9d9d9d", tick = "#555555" },
+}
+M.marks = { start = "#555555", first = "#111111", stop = "#6a3d9a", close = "#111111", confirm = "#2ca02c",
+            tool = "#8e44ad" }
+
+M.ROW = 18        -- row height
+M.LABEL = 170     -- the label column's width
+
+-- Marks as SVG path data around x; the first point is (x, y) with x the
+-- mark's time (the page's test reads it back).
+function M.mark_path(kind, x)
+  if kind == "start" then return ("M%.1f 3v12"):format(x)
+  elseif kind == "first" then return ("M%.1f 4l4 5-4 5-4-5z"):format(x)
+  elseif kind == "stop" then return ("M%.1f 9l-4.5-8h9z"):format(x)
+  elseif kind == "close" then return ("M%.1f 0v18"):format(x)
+  elseif kind == "confirm" then return ("M%.1f 9m-4 0a4 4 0 1 0 8 0a4 4 0 1 0-8 0"):format(x)
+  end
+end
+
+-- s cut to at most n characters (UTF-8 aware), "…" at the cut.
+function M.cut(s, n)
+  s = tostring(s)
+  local len = utf8.len(s)
+  if not len then return #s > n and s:sub(1, n - 1) .. "…" or s end
+  if len <= n then return s end
+  return s:sub(1, utf8.offset(s, n) - 1) .. "…"
+end
+
+function M.escape(s)
+  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
+                                         ["'"] = "&#39;" }))
+end
+
+-- The ticks of an axis over [a, b]: a step of 1, 2 or 5 times a power of
+-- ten, about n of them. Returns the step.
+function M.axis_step(span, n)
+  if span <= 0 then return 1 end
+  local raw = span / (n or 8)
+  local p = 10 ^ math.floor(math.log(raw, 10))
+  for _, k in ipairs { 1, 2, 5, 10 } do
+    if k * p >= raw then return k * p end
+  end
+  return 10 * p
+end
+
+-- An axis label: 0, 250 us, 1.5 ms, 2 s.
+function M.axis_label(t)
+  local a = math.abs(t)
+  if a == 0 then return "0" end
+  if a < 1e-3 then return ("%g us"):format(tonumber(("%.3g"):format(t * 1e6)))
+  elseif a < 1 then return ("%g ms"):format(tonumber(("%.3g"):format(t * 1e3)))
+  end
+  return ("%g s"):format(tonumber(("%.4g"):format(t)))
+end
+
+return M

@@ -348,12 +348,12 @@ static int push_text(lua_State *L, const sl_event *ev) {
 }
 
 /* A text piece read (on L's top) goes into the stream's next text line,
-   written once the script has read all that came. */
+   written once the script has read all that came (sl_stream_pop). */
 static void trace_piece(lua_State *L, sl_stream *s) {
   size_t len;
   const char *p = lua_tolstring(L, -1, &len);
   sl_trace_piece(s->rt->trace, &s->tp, p, len);
-  if (s->queued <= 1 || sl_trace_pieces_full(&s->tp)) sl_trace_text(s->rt->trace, &s->tp, s->id);
+  if (sl_trace_pieces_full(&s->tp)) sl_trace_text(s->rt->trace, &s->tp, s->id);
 }
 
 /* sluice._chunk_text(json) -> text | nil: the fast path alone, for tests. */

@@ -116,6 +116,8 @@ void sl_stream_pop(sl_stream *s) {
   s->qhead += size;
   s->rt->net.queued_bytes -= size;
   if (--s->queued == 0) {
+    /* the script has read all that came: its text goes into the trace */
+    if (s->rt->trace) sl_trace_text(s->rt->trace, &s->tp, s->id);
     s->qhead = s->q.len = 0;
     /* A finished stream gives its memory back now, not when the collector
        gets to its userdata; with many streams, a drained queue holds nothing
@@ -396,6 +398,7 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   s->state = state;
   s->t_ended = sl_now();
   if (s->easy) {
+    double closed_at = 0;  /* when the socket was shut, if it was */
     /* Unfinished, on a connection no other transfer shares (HTTP/1, or
        HTTP/2 where curl does not multiplex, see curlm.c): shut it first.
        curl's own close comes at the end of its clean-up, some 10 us later,
@@ -407,8 +410,10 @@ void sl_stream_end(sl_stream *s, sl_state state) {
       long version = 0;
       if (s->http2) curl_easy_getinfo(s->easy, CURLINFO_HTTP_VERSION, &version);
       if (!s->http2 || version == CURL_HTTP_VERSION_1_0 || version == CURL_HTTP_VERSION_1_1 ||
-          !s->rt->net.multiplex)
+          !s->rt->net.multiplex) {
         shutdown(s->fd, SHUT_RDWR);
+        closed_at = sl_now();
+      }
     }
     if (s->http2 && state != SL_STATE_DONE)
       (void)curl_easy_setopt(s->easy, CURLOPT_FORBID_REUSE, 1L);
@@ -426,7 +431,7 @@ void sl_stream_end(sl_stream *s, sl_state state) {
     curl_easy_cleanup(s->easy);
     s->easy = NULL;
     if (s->rt->trace) {
-      sl_trace_begin(s->rt->trace, "close", s->id);
+      sl_trace_begin_at(s->rt->trace, "close", s->id, closed_at ? closed_at : sl_now());
       sl_trace_end(s->rt->trace);
     }
   }
@@ -711,6 +716,7 @@ void sl_stream_release(sl_stream *s) {
   buf_free(&s->q);
   buf_free(&s->body);
   buf_free(&s->resp_headers);
+  if (s->rt->trace) sl_trace_text(s->rt->trace, &s->tp, s->id);  /* read, never flushed */
   sl_trace_pending_free(&s->tp);
   free(s->cancel_reason);
   free(s->err_message);

@@ -175,8 +175,12 @@ static void put_key(sl_trace *t, const char *key) {
 }
 
 void sl_trace_begin(sl_trace *t, const char *ev, unsigned long long stream) {
+  sl_trace_begin_at(t, ev, stream, sl_now());
+}
+
+void sl_trace_begin_at(sl_trace *t, const char *ev, unsigned long long stream, double at) {
   PUT(t, "{\"t\":");
-  put_time(t, sl_now());
+  put_time(t, at);
   PUT(t, ",\"ev\":\"");
   put(t, ev, strlen(ev));
   PUT(t, "\",\"s\":");

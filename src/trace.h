@@ -33,6 +33,8 @@ sl_trace *sl_trace_open(sl_runtime *rt, const char *path, char *err, size_t n);
    sl_trace_end. Each returns nothing; a trace that cannot grow drops lines,
    never the stream. */
 void sl_trace_begin(sl_trace *t, const char *ev, unsigned long long stream);
+/* The same, for something that happened at sl_now() time `at`. */
+void sl_trace_begin_at(sl_trace *t, const char *ev, unsigned long long stream, double at);
 void sl_trace_str(sl_trace *t, const char *key, const char *s, size_t len);
 void sl_trace_num(sl_trace *t, const char *key, double v);
 void sl_trace_int(sl_trace *t, const char *key, long long v);

@@ -559,10 +559,6 @@ function M.render(m, opts)
     notes[#notes + 1] = ("<li>%d plain request%s with no events (such as sluice.fetch) left out</li>"):format(
       m.plain, m.plain == 1 and "" or "s")
   end
-  if t.close_confirm_n > 0 then
-    notes[#notes + 1] = "<li>sluice shuts the socket down before curl's clean-up, and stamps its close line " ..
-                        "after it: a server may be seen to stop just before the close mark</li>"
-  end
 
   local filters = {}
   for _, o in ipairs(model.OUTCOMES) do

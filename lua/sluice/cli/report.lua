@@ -123,8 +123,8 @@ if o.output or o.svg then
     local t = m.totals
     local wrote = {}
     for _, f in ipairs { o.output or false, o.svg or false } do if f then wrote[#wrote + 1] = f end end
-    io.write(("wrote %s: %d streams, %d stopped early, %d failed, %d tokens received\n"):format(
-      table.concat(wrote, " and "), t.streams, t.stopped, t.failed, t.tokens))
+    io.write(("wrote %s: %d stream%s, %d stopped early, %d failed, %d tokens received\n"):format(
+      table.concat(wrote, " and "), t.streams, t.streams == 1 and "" or "s", t.stopped, t.failed, t.tokens))
   end
   os.exit(0)
 end

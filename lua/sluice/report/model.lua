@@ -194,8 +194,8 @@ end
 -- The totals as lines of text (the terminal's, the SVG's, an example's).
 function M.totals_lines(model)
   local t, count, dur = model.totals, M.count, M.duration
-  local first = ("%s streams: %s finished, %s stopped early, %s failed"):format(
-    count(t.streams), count(t.finished), count(t.stopped), count(t.failed))
+  local first = ("%s stream%s: %s finished, %s stopped early, %s failed"):format(
+    count(t.streams), t.streams == 1 and "" or "s", count(t.finished), count(t.stopped), count(t.failed))
   if t.open > 0 then first = first .. (", %s with no end"):format(count(t.open)) end
   first = first .. (model.relative and ", the longest %s" or " over %s"):format(dur(t.span))
   local saved

@@ -19,10 +19,15 @@ local SLUICE = assert(os.getenv("SLUICE_BIN"), "SLUICE_BIN")
 local STOP_DELAY = 0.3 -- how long a stand-in keeps an aborted request busy
 
 -- A stand-in (or any mock) for one case, stopped when the variable goes out
--- of scope.
+-- of scope; its log must hold no sanitizer report.
 local function standin(opts)
   local server = mock.start(opts)
-  return setmetatable(server, { __close = function() server.stop() end })
+  return setmetatable(server, { __close = function()
+    local log = server.log() or ""
+    server.stop()
+    T.ok(not log:find("Sanitizer", 1, true) and not log:find("runtime error", 1, true),
+         "no sanitizer report in the stand-in's log: " .. log:sub(1, 600))
+  end })
 end
 
 local seq = 0

@@ -8,6 +8,7 @@ MOCK=${1:?usage: mock_smoke.sh path/to/sluice-mock}
 WORK=$(mktemp -d)
 MOCK_PID=
 REPLIES_PID=
+declare -A STANDIN_PID=()
 passed=0
 failed=0
 
@@ -20,6 +21,11 @@ cleanup() {
     kill -TERM "$REPLIES_PID" 2>/dev/null || true
     wait "$REPLIES_PID" 2>/dev/null || true
   fi
+  local pid
+  for pid in "${STANDIN_PID[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -87,11 +93,11 @@ check "stdout still says where it listens" [ "$(cat "$WORK/out")" = "sluice-mock
 # main mock or of the one at $2.
 record() { c "${2:-$BASE}/stats" | grep -o "{\"id\":\"$1\"[^}]*}" || true; }
 # Polls until the record of $1 contains $2 (the mock notices at once; the
-# client's own exit may take a moment).
+# client's own exit may take a moment); of the main mock or of the one at $3.
 wait_record() {
   local r
   for _ in $(seq 50); do
-    r=$(record "$1")
+    r=$(record "$1" "${3:-$BASE}")
     contains "$r" "$2" && break
     sleep 0.02
   done
@@ -478,6 +484,213 @@ rc=0
 timeout 5 "$MOCK" --port 0 --replies "$WORK/no-such-file" >/dev/null 2>"$WORK/bad.err" || rc=$?
 check "replies: an unreadable file: exit 2, says why" bash -c \
   '[[ $1 == 2 ]] && grep -q "unable to open" "$2"' _ "$rc" "$WORK/bad.err"
+
+# ---- --stand-in: llama.cpp's and vLLM's documents --------------------------
+
+# start_standin VAR NAME ARGS...: another mock (a child of this shell, not of
+# a subshell: it exits with its parent), its base URL in VAR, its pid kept for
+# stop_standin and cleanup.
+start_standin() {
+  local var=$1 name=$2
+  shift 2
+  "$MOCK" --port 0 --url-file "$WORK/$name.url" --exit-with-parent "$@" >/dev/null 2>"$WORK/$name.err" &
+  STANDIN_PID[$name]=$!
+  wait_for 5 test -s "$WORK/$name.url" || true
+  printf -v "$var" '%s' "$(cat "$WORK/$name.url" 2>/dev/null || true)"
+}
+# stop_standin NAME: SIGTERM; a clean exit, no sanitizer report.
+stop_standin() {
+  local rc=0
+  kill -TERM "${STANDIN_PID[$1]}"
+  wait "${STANDIN_PID[$1]}" || rc=$?
+  unset "STANDIN_PID[$1]"
+  check "stand-in $1: clean exit" [ "$rc" = 0 ]
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$WORK/$1.err"; then
+    not_ok "stand-in $1: no sanitizer reports" "$(grep -E -A5 'Sanitizer|runtime error' "$WORK/$1.err" | head -20)"
+  fi
+}
+now() { date +%s.%N; }
+# poll_eq SECONDS EXPECTED COMMAND...: polls until COMMAND prints EXPECTED
+poll_eq() {
+  local tries=$(($1 * 20)) want=$2
+  shift 2
+  for _ in $(seq "$tries"); do
+    [[ $("$@") == "$want" ]] && return 0
+    sleep 0.05
+  done
+  [[ $("$@") == "$want" ]]
+}
+# is_processing per slot, "ID:true ID:false ..."
+slot_states() { c "$1/slots" | grep -o '"id":[0-9]*,"id_task":-\?[0-9]*,"n_ctx":[0-9]*,"speculative":false,"is_processing":[a-z]*' | sed 's/"id":\([0-9]*\),.*"is_processing":/\1:/' | tr '\n' ' '; }
+# a sample's value: metric NAME-AND-LABELS URL
+metric() { c "$2/metrics" | grep -F "$1 " | grep -v '^#' | awk '{ print $NF }'; }
+# a stream to URL in the background, written to FILE; curl's --max-time SECONDS
+stream_to() { curl -s -N --max-time "$3" -o "$2" "$1/v1/chat/completions" -H "X-Request-Id: $4" -d "$5" || true; }
+
+check "without --stand-in: no /slots" contains "$(c -w '%{http_code}' "$BASE/slots")" '404'
+check "without --stand-in: no /metrics" contains "$(c -w '%{http_code}' "$BASE/metrics")" '404'
+
+start_standin LB llama --stand-in llamacpp --slots 2 --stop-delay 1 --tokens-per-sec 20
+check "llamacpp: the stand-in starts" [ -n "$LB" ]
+check "llamacpp: /health as llama-server's" [ "$(c "$LB/health")" = '{"status":"ok"}' ]
+out=$(c -D "$headers" "$LB/slots")
+check "llamacpp: /slots is JSON" grep -qi '^content-type: application/json' "$headers"
+check "llamacpp: /slots, two idle slots, no task yet" [ "$(grep -o '"id":[0-9]*,"id_task":-1,' <<<"$out" | tr -d '\n')" = '"id":0,"id_task":-1,"id":1,"id_task":-1,' ]
+check "llamacpp: a slot's shape" contains "$out" \
+  '{"id":0,"id_task":-1,"n_ctx":4096,"speculative":false,"is_processing":false,"params":{"n_predict":-1,"max_tokens":-1,"stream":true},"next_token":{"has_next_token":false,"has_new_line":false,"n_remain":-1,"n_decoded":0}}'
+out=$(c -D "$headers" "$LB/metrics")
+check "llamacpp: /metrics in the Prometheus text format" grep -qi '^content-type: text/plain; version=0.0.4' "$headers"
+for m in prompt_tokens_total:counter prompt_seconds_total:counter tokens_predicted_total:counter \
+         tokens_predicted_seconds_total:counter prompt_tokens_seconds:gauge predicted_tokens_seconds:gauge \
+         requests_processing:gauge requests_deferred:gauge n_tokens_max:counter; do
+  check "llamacpp: /metrics llamacpp:${m%%:*} with HELP and TYPE ${m#*:}" bash -c \
+    '[[ $1 == *"# HELP llamacpp:$2 "* && $1 == *"# TYPE llamacpp:$2 $3"$'"'"'\n'"'"'"llamacpp:$2 "[0-9]* ]]' _ "$out" "${m%%:*}" "${m#*:}"
+done
+check "llamacpp: nothing processing at first" [ "$(metric llamacpp:requests_processing "$LB")" = 0 ]
+
+# a generation in flight: 20 tokens at 20 a second
+stream_to "$LB" "$WORK/l1" 10 l1 '{"stream":true,"max_tokens":20,"messages":[{"role":"user","content":"one two three"}]}' &
+spid=$!
+poll_eq 2 '0:true 1:false ' slot_states "$LB" || true
+check "llamacpp: in flight: one slot processing" [ "$(slot_states "$LB")" = '0:true 1:false ' ]
+out=$(c "$LB/slots")
+check "llamacpp: in flight: its task, params and next_token" bash -c \
+  '[[ $1 == "[{\"id\":0,\"id_task\":0,\"n_ctx\":4096,\"speculative\":false,\"is_processing\":true,\"params\":{\"n_predict\":20,\"max_tokens\":20,\"stream\":true},\"next_token\":{\"has_next_token\":true,\"has_new_line\":false,\"n_remain\":"[0-9]*",\"n_decoded\":"[0-9]*"}}"* ]]' _ "$out"
+check "llamacpp: in flight: requests_processing 1" [ "$(metric llamacpp:requests_processing "$LB")" = 1 ]
+wait "$spid"
+check "llamacpp: the stream completed" contains "$(record l1 "$LB")" '"completed":true'
+check "llamacpp: done: no slot processing" [ "$(slot_states "$LB")" = '0:false 1:false ' ]
+check "llamacpp: done: the slot keeps its last task" contains "$(c "$LB/slots")" \
+  '{"id":0,"id_task":0,"n_ctx":4096,"speculative":false,"is_processing":false,"params":{"n_predict":20,"max_tokens":20,"stream":true},"next_token":{"has_next_token":false,"has_new_line":false,"n_remain":0,"n_decoded":20}}'
+check "llamacpp: done: requests_processing 0" [ "$(metric llamacpp:requests_processing "$LB")" = 0 ]
+check "llamacpp: done: tokens_predicted_total 20, prompt_tokens_total 3" bash -c \
+  '[[ $1 == 20 && $2 == 3 ]]' _ "$(metric llamacpp:tokens_predicted_total "$LB")" "$(metric llamacpp:prompt_tokens_total "$LB")"
+check "llamacpp: done: n_tokens_max 23" [ "$(metric llamacpp:n_tokens_max "$LB")" = 23 ]
+check "llamacpp: done: predicted_tokens_seconds about the pace" bash -c \
+  'awk -v r="$1" "BEGIN { exit !(r > 10 && r < 40) }"' _ "$(metric llamacpp:predicted_tokens_seconds "$LB")"
+
+# --stop-delay: the client closes; the generation stops at once, the slot 1 s later
+stream_to "$LB" /dev/null 0.3 l2 '{"stream":true,"max_tokens":1000}'
+closed=$(now)
+r=$(wait_record l2 '"client_closed":true' "$LB")
+check "stop-delay: /stats exact: the close noticed at once" contains "$(record l2 "$LB")" '"client_closed":true'
+check "stop-delay: the generation stopped" grep -q '^Aborted request l2 ' "$WORK/llama.err"
+check "stop-delay: its slot still processing" [ "$(slot_states "$LB")" = '0:false 1:true ' ]
+check "stop-delay: requests_processing still 1" [ "$(metric llamacpp:requests_processing "$LB")" = 1 ]
+poll_eq 3 '0:false 1:false ' slot_states "$LB" || true
+freed=$(now)
+check "stop-delay: the slot freed, 1 s after the close" bash -c \
+  'awk -v a="$1" -v b="$2" "BEGIN { exit !(b - a >= 0.9 && b - a < 3) }" && [[ $3 == "0:false 1:false " ]]' \
+  _ "$closed" "$freed" "$(slot_states "$LB")"
+check "stop-delay: tokens stopped with the generation" [ "$(c "$LB/slots" | grep -o '"n_decoded":[0-9]*' | tail -1)" = "$(grep -o '"tokens_sent":[0-9]*' <<<"$r" | sed 's/tokens_sent/n_decoded/')" ]
+
+# three generations of a second each, two slots: the third deferred until one is free
+spids=()
+for i in 1 2 3; do
+  stream_to "$LB" "$WORK/d$i" 10 "d$i" '{"stream":true,"max_tokens":20}' &
+  spids+=($!)
+  sleep 0.05
+done
+check "deferred: requests_deferred 1" poll_eq 1 1 metric llamacpp:requests_deferred "$LB"
+check "deferred: both slots processing" [ "$(slot_states "$LB")" = '0:true 1:true ' ]
+check "deferred: ?fail_on_no_slot=1 is 503" contains "$(c -w '%{http_code}' "$LB/slots?fail_on_no_slot=1")" '"type":"unavailable_error","code":503}}503'
+check "deferred: nothing sent to it yet" contains "$(record d3 "$LB")" '"tokens_sent":0,'
+wait "${spids[@]}"
+check "deferred: all three streamed whole" bash -c \
+  '[[ $(grep -c "\"delta\":{\"content\":" "$1/d1") == 20 && $(grep -c "\"delta\":{\"content\":" "$1/d3") == 20 ]]' _ "$WORK"
+check "deferred: none deferred now" [ "$(metric llamacpp:requests_deferred "$LB")" = 0 ]
+check "deferred: ?fail_on_no_slot=1 with a free slot" [ "$(c "$LB/slots?fail_on_no_slot=1" | head -c 9)" = '[{"id":0,' ]
+stop_standin llama
+
+# shut down while a request lingers and another waits for its slot
+start_standin SB busy --stand-in llamacpp --slots 1 --stop-delay 30 --tokens-per-sec 20
+stream_to "$SB" /dev/null 0.3 b1 '{"stream":true,"max_tokens":1000}'
+stream_to "$SB" /dev/null 5 b2 '{"stream":true,"max_tokens":1000}' &
+spid=$!
+check "shutdown: one request lingers, one deferred" poll_eq 1 '1 1' bash -c \
+  'curl -s "$1/metrics" | awk "/^llamacpp:requests_(processing|deferred) / { printf \"%s%s\", s, \$2; s = \" \" }"' _ "$SB"
+stop_standin busy
+wait "$spid"
+
+start_standin NB noslots --stand-in llamacpp --no-slots
+out=$(c -w '\n%{http_code}' "$NB/slots")
+check "--no-slots: /slots answers 501 as llama-server does" contains "$out" \
+  '{"error":{"message":"This server does not support slots endpoint. Start it with `--slots`","type":"not_supported_error","code":501}}'$'\n''501'
+check "--no-slots: /metrics still served" [ "$(metric llamacpp:requests_processing "$NB")" = 0 ]
+stop_standin noslots
+
+start_standin OB oldslots --stand-in llamacpp --slots 1 --slots-state --tokens-per-sec 20
+stream_to "$OB" /dev/null 5 o1 '{"stream":true,"max_tokens":20}' &
+spid=$!
+poll_eq 1 1 bash -c 'curl -s "$1/slots" | grep -c "\"state\":1,"' _ "$OB" || true
+check "--slots-state: \"state\": 1 while processing, no is_processing" bash -c \
+  '[[ $1 == *"\"speculative\":false,\"state\":1,\"params\""* && $1 != *is_processing* ]]' _ "$(c "$OB/slots")"
+wait "$spid"
+check "--slots-state: \"state\": 0 once done" contains "$(c "$OB/slots")" '"state":0,'
+stop_standin oldslots
+
+start_standin VB vllm --stand-in vllm --model 'm"1' --stop-delay 1 --tokens-per-sec 20
+check "vllm: the stand-in starts" [ -n "$VB" ]
+out=$(c -w '%{http_code}' "$VB/health")
+check "vllm: /health an empty 200" [ "$out" = 200 ]
+check "vllm: no /slots" contains "$(c -w '%{http_code}' "$VB/slots")" '404'
+out=$(c "$VB/metrics")
+L='engine="0",model_name="m\"1"'
+check "vllm: num_requests_running, HELP and TYPE" contains "$out" \
+  $'# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{'"$L"'} 0.0'
+check "vllm: num_requests_waiting" contains "$out" $'# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{'"$L"'} 0.0'
+check "vllm: request_success_total by finished_reason" contains "$out" \
+  $'# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter\nvllm:request_success_total{engine="0",finished_reason="stop",model_name="m\\"1"} 0.0\nvllm:request_success_total{engine="0",finished_reason="length",model_name="m\\"1"} 0.0\nvllm:request_success_total{engine="0",finished_reason="abort",model_name="m\\"1"} 0.0'
+check "vllm: token counters" bash -c '[[ $1 == *"# TYPE vllm:prompt_tokens_total counter"* && $1 == *"# TYPE vllm:generation_tokens_total counter"* ]]' _ "$out"
+ok_label="finished_reason=\"length\",model_name=\"m\\\"1\""
+stream_to "$VB" /dev/null 5 v1 '{"stream":true,"max_tokens":20}' &
+spid=$!
+check "vllm: in flight: running 1" poll_eq 1 1.0 metric "vllm:num_requests_running{$L}" "$VB"
+wait "$spid"
+check "vllm: finished: running 0" [ "$(metric "vllm:num_requests_running{$L}" "$VB")" = 0.0 ]
+check "vllm: finished by max_tokens: length counted" [ "$(metric "vllm:request_success_total{engine=\"0\",$ok_label}" "$VB")" = 1.0 ]
+c "$VB/v1/chat/completions" -d '{"mock":{"text":"a b","tokens_per_sec":0}}' >/dev/null
+check "vllm: finished by itself: stop counted" [ "$(metric "vllm:request_success_total{engine=\"0\",finished_reason=\"stop\",model_name=\"m\\\"1\"}" "$VB")" = 1.0 ]
+check "vllm: generation_tokens_total" [ "$(metric "vllm:generation_tokens_total{$L}" "$VB")" = 22.0 ]
+abort="vllm:request_success_total{engine=\"0\",finished_reason=\"abort\",model_name=\"m\\\"1\"}"
+stream_to "$VB" /dev/null 0.3 v2 '{"stream":true,"max_tokens":1000}'
+closed=$(now)
+wait_record v2 '"client_closed":true' "$VB" >/dev/null
+check "vllm stop-delay: still running after the close" [ "$(metric "vllm:num_requests_running{$L}" "$VB")" = 1.0 ]
+check "vllm stop-delay: no abort counted yet" [ "$(metric "$abort" "$VB")" = 0.0 ]
+poll_eq 3 1.0 metric "$abort" "$VB" || true
+freed=$(now)
+check "vllm stop-delay: the abort counted, running 0, 1 s after the close" bash -c \
+  'awk -v a="$1" -v b="$2" "BEGIN { exit !(b - a >= 0.9 && b - a < 3) }" && [[ $3 == 1.0 && $4 == 0.0 ]]' \
+  _ "$closed" "$freed" "$(metric "$abort" "$VB")" "$(metric "vllm:num_requests_running{$L}" "$VB")"
+stop_standin vllm
+
+start_standin V0 vllm0 --stand-in vllm
+set +e
+curl -s -N --max-time 0.3 -o /dev/null "$V0/v1/chat/completions" -d '{"stream":true}'
+set -e
+check "vllm, no stop-delay: the abort counted at once" poll_eq 1 1.0 metric 'vllm:request_success_total{engine="0",finished_reason="abort",model_name="mock-model"}' "$V0"
+check "vllm, no stop-delay: a fault cut short is an abort too" bash -c \
+  'curl -s -N --max-time 5 -o /dev/null "$1/v1/chat/completions" -d "{\"stream\":true,\"mock\":{\"close_after\":1,\"tokens_per_sec\":0}}"; [[ $? == 18 ]]' _ "$V0"
+check "vllm: two aborts" [ "$(metric 'vllm:request_success_total{engine="0",finished_reason="abort",model_name="mock-model"}' "$V0")" = 2.0 ]
+stop_standin vllm0
+
+# bad_flags NAME EXPECTED ARGS...: the mock refuses to start, exit 2, saying EXPECTED
+bad_flags() {
+  local rc=0 name=$1 expected=$2
+  shift 2
+  timeout 5 "$MOCK" --port 0 "$@" >/dev/null 2>"$WORK/bad.err" || rc=$?
+  if [[ $rc == 2 ]] && grep -qF -- "$expected" "$WORK/bad.err"; then ok "stand-in flags: $name"
+  else not_ok "stand-in flags: $name" "exit $rc: $(head -3 "$WORK/bad.err")"; fi
+}
+bad_flags "an unknown stand-in" 'bad value for --stand-in: sglang' --stand-in sglang
+bad_flags "--stop-delay alone" '--stop-delay needs --stand-in' --stop-delay 1
+bad_flags "--slots for vllm" '--slots needs --stand-in llamacpp' --stand-in vllm --slots 2
+bad_flags "--no-slots alone" '--no-slots needs --stand-in llamacpp' --no-slots
+bad_flags "--slots 0" 'bad value for --slots: 0' --stand-in llamacpp --slots 0
+bad_flags "a negative --stop-delay" 'bad value for --stop-delay: -1' --stand-in vllm --stop-delay -1
+check "stand-in: --help documents the flags" bash -c \
+  'h=$("$1" --help); for f in "--stand-in KIND" "--slots N" "--no-slots" "--slots-state" "--stop-delay S" "vllm:num_requests_running" "requests_processing" "finished_reason"; do [[ $h == *"$f"* ]] || exit 1; done' _ "$MOCK"
 
 # ---- --exit-with-parent ----------------------------------------------------
 

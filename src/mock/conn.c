@@ -365,6 +365,9 @@ static void conn_dispatch(mock_conn *c) {
       mock_stats_reset(&c->server->stats);
       mock_conn_respond(c, 200, "application/json", "{\"ok\":true}", 11, NULL);
     }
+  } else if (mock_standin_serves(c->server, path, len)) {
+    if ((allowed = method == HTTP_GET))
+      mock_standin_route(c, path, len);
   } else if (path_is(path, len, "/health")) {
     if ((allowed = method == HTTP_GET))
       mock_conn_respond(c, 200, "text/plain", "ok", 2, NULL);

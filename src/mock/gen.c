@@ -627,9 +627,15 @@ static void build_pieces(mock_gen *g) {
 }
 
 void mock_gen_begin(mock_gen *g) {
-  mock_conn *c = g->conn;
-  c->gen = g;
+  g->conn->gen = g;
   g->server->active++;
+  if (g->server->standin && mock_standin_begin(g))
+    return; /* every slot is busy: it starts when one is free */
+  mock_gen_start(g);
+}
+
+void mock_gen_start(mock_gen *g) {
+  mock_conn *c = g->conn;
   g->created = (int64_t)time(NULL);
   g->t_headers = uv_hrtime();
   g->t_first = g->t_headers + g->ttft_ns;
@@ -684,6 +690,27 @@ void mock_gen_begin(mock_gen *g) {
   pump(g);
 }
 
+/*
+** How a real server's engine files the end of a generation (vLLM's
+** finished_reason): a generation that ran to its finish chunks (or its whole
+** answer) by its first choice's reason, "length" or else "stop"; one the
+** client left, or a fault cut short, "abort".
+*/
+static const char *gen_outcome(const mock_gen *g) {
+  int finished;
+  if (g->rec->client_closed || !g->rec->completed)
+    return "abort";
+  if (g->raw_body || g->choices == NULL || g->n == 0)
+    return "stop"; /* a hand-written response, as it was meant */
+  if (g->phase == PHASE_NONSTREAM)
+    finished = g->nonstream_action == NONSTREAM_ANSWER;
+  else
+    finished = g->finished == g->n;
+  if (!finished)
+    return "abort";
+  return strcmp(g->choices[0].finish_reason, "length") == 0 ? "length" : "stop";
+}
+
 /* Frees g; when it is the connection's running generation, stops it. (A
    generation read only to check options has no connection.) */
 void mock_gen_free(mock_gen *g) {
@@ -692,6 +719,8 @@ void mock_gen_free(mock_gen *g) {
     c->gen = NULL;
     g->server->active--;
     uv_timer_stop(&c->timer);
+    if (g->standin)
+      mock_standin_end(g, gen_outcome(g));
   }
   mock_tokens_free(g->own_text);
   mock_tokens_free(g->reasoning);

@@ -33,6 +33,17 @@ static const char usage_text[] =
   "  --exit-with-parent    shut down (as on SIGTERM) when the process that started this\n"
   "                        one dies; exit at once if it is already gone (Linux only)\n"
   "  --replies FILE        scripted conversations for chat requests (below)\n"
+  "  --stand-in KIND       also play llama.cpp's llama-server (llamacpp) or vLLM (vllm)\n"
+  "                        for clients that watch a server's own endpoints (below)\n"
+  "  --slots N             llamacpp: its slots, the generations it runs at once (default 4)\n"
+  "  --no-slots            llamacpp: GET /slots answers 501, as llama-server --no-slots\n"
+  "  --slots-state         llamacpp: /slots in older llama-server's form, \"state\": 0 idle\n"
+  "                        or 1 processing, for \"is_processing\"\n"
+  "  --stop-delay S        with --stand-in: a request whose client closed stays processing\n"
+  "                        (running) in /slots and /metrics S more seconds, as a server\n"
+  "                        that notices a disconnect only at its next write (default 0);\n"
+  "                        vLLM's abort is counted then. The generation itself stops at\n"
+  "                        once; /stats stays exact\n"
   "  --help                this text\n"
   "Prints \"sluice-mock listening on http://HOST:PORT\" once ready. The one way to\n"
   "start it from a script: sluice-mock --port 0 --url-file FILE --exit-with-parent\n"
@@ -54,7 +65,25 @@ static const char usage_text[] =
   "body's own mock and X-Mock still win, key by key); in its strings {{last}},\n"
   "{{user}}, {{tool}} become the content of the last message, user message, tool\n"
   "message. /stats records the rule matched: \"rule\" (its index from 0) and\n"
-  "\"rule_name\". FILE is checked whole at start-up; a mistake exits with status 2.\n";
+  "\"rule_name\". FILE is checked whole at start-up; a mistake exits with status 2.\n"
+  "--stand-in llamacpp: GET /slots, a JSON array of N slots shaped like llama-server's\n"
+  "(id, id_task, n_ctx, speculative, is_processing, params {n_predict, max_tokens,\n"
+  "stream}, next_token {has_next_token, has_new_line, n_remain, n_decoded}); each\n"
+  "generation takes the free slot used least recently and is processing until it\n"
+  "ends. A generation that finds no free slot is deferred: it waits, sending nothing,\n"
+  "until one is free. /slots?fail_on_no_slot=1 answers 503 when none is free. GET\n"
+  "/metrics in the Prometheus text format: llamacpp:prompt_tokens_total,\n"
+  "prompt_seconds_total (start to first token), tokens_predicted_total,\n"
+  "tokens_predicted_seconds_total (first to last token), prompt_tokens_seconds,\n"
+  "predicted_tokens_seconds, requests_processing, requests_deferred, n_tokens_max.\n"
+  "GET /health answers {\"status\":\"ok\"}.\n"
+  "--stand-in vllm: GET /metrics with vllm:num_requests_running (generations\n"
+  "streaming), vllm:num_requests_waiting (always 0: the mock queues nothing),\n"
+  "vllm:request_success_total by finished_reason: \"stop\" or \"length\" (the first\n"
+  "choice's finish) when a generation finished, \"abort\" when its client closed or a\n"
+  "fault cut it short; vllm:prompt_tokens_total, vllm:generation_tokens_total; labels\n"
+  "engine=\"0\" and model_name (--model). GET /health answers an empty 200.\n"
+  "Everything else, /stats included, is as without --stand-in.\n";
 
 static int bad_option(const char *name, const char *value) {
   fprintf(stderr, "sluice-mock: bad value for %s: %s\n%s", name, value ? value : "(none)",
@@ -101,6 +130,14 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
       cfg->exit_with_parent = 1;
       continue;
     }
+    if (strcmp(arg, "--no-slots") == 0) {
+      cfg->no_slots = 1;
+      continue;
+    }
+    if (strcmp(arg, "--slots-state") == 0) {
+      cfg->slots_state = 1;
+      continue;
+    }
     char *eq = strchr(arg, '=');
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
     if (len >= sizeof name) {
@@ -141,6 +178,16 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
       if (value == NULL || *value == '\0')
         return bad_option(name, value);
       cfg->url_file = value;
+    } else if (strcmp(name, "--stand-in") == 0) {
+      if (value == NULL || (cfg->stand_in = mock_standin_parse(value)) < 0)
+        return bad_option(name, value);
+    } else if (strcmp(name, "--slots") == 0) {
+      if (parse_number(name, value, 1, 1024, &v) < 0 || v != (int)v)
+        return bad_option(name, value);
+      cfg->slots = (unsigned)v;
+    } else if (strcmp(name, "--stop-delay") == 0) {
+      if (parse_number(name, value, 0, 1e6, &cfg->stop_delay) < 0)
+        return -1;
     } else if (strcmp(name, "--model") == 0) {
       if (value == NULL || *value == '\0' || strlen(value) > 256)
         return bad_option(name, value);
@@ -149,6 +196,18 @@ static int parse_args(int argc, char **argv, mock_config *cfg) {
       fprintf(stderr, "sluice-mock: unknown option %s\n%s", arg, usage_text);
       return -1;
     }
+  }
+  const char *needs = NULL;
+  if (cfg->stand_in != MOCK_STANDIN_LLAMACPP)
+    needs = cfg->slots ? "--slots" : cfg->no_slots ? "--no-slots"
+            : cfg->slots_state ? "--slots-state" : NULL;
+  if (needs) {
+    fprintf(stderr, "sluice-mock: %s needs --stand-in llamacpp\n", needs);
+    return -1;
+  }
+  if (cfg->stop_delay > 0 && cfg->stand_in == MOCK_STANDIN_NONE) {
+    fprintf(stderr, "sluice-mock: --stop-delay needs --stand-in\n");
+    return -1;
   }
   return 0;
 }
@@ -210,6 +269,7 @@ static void server_stop(mock_server *s) {
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   while (s->conns)
     mock_conn_close(s->conns, MOCK_AFTER_CLOSE);
+  mock_standin_close(s);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -289,6 +349,7 @@ static void free_server(mock_server *s) {
     s->free_blocks = w->next_free;
     free(w);
   }
+  mock_standin_free(s);
   mock_stats_free(&s->stats);
   mock_replies_free(s->replies);  /* after the records, which name its rules */
   json_decref(s->fault_counts);
@@ -374,6 +435,7 @@ int main(int argc, char **argv) {
     free_server(s);
     return 1;
   }
+  mock_standin_init(s);
   uv_signal_init(&loop, &s->sigint);
   uv_signal_init(&loop, &s->sigterm);
   s->sigint.data = s->sigterm.data = s;

@@ -3,7 +3,8 @@
 ** loop; each connection parses requests with http_parser and streams at most
 ** one generation at a time. mock.c is main and the listener, conn.c the
 ** connection and its routes, request.c turns a request into a generation,
-** gen.c writes it, replies.c picks a chat request's reply by --replies rules.
+** gen.c writes it, replies.c picks a chat request's reply by --replies rules,
+** standin.c plays llama.cpp's or vLLM's monitoring endpoints (--stand-in).
 */
 #ifndef MOCK_H
 #define MOCK_H
@@ -40,11 +41,20 @@ typedef struct mock_config {
   int exit_with_parent;   /* --exit-with-parent: SIGTERM when the parent dies */
   const char *url_file;   /* --url-file: where to write the base URL once listening */
   const char *replies_file; /* --replies: scripted conversations */
+  int stand_in;           /* --stand-in: MOCK_STANDIN_* */
+  unsigned slots;         /* --slots: llama.cpp's slots (0: the default, 4) */
+  int no_slots;           /* --no-slots: /slots answers 501, as llama-server's flag */
+  int slots_state;        /* --slots-state: older llama-server's "state" 0/1 */
+  double stop_delay;      /* --stop-delay: seconds an aborted request stays busy */
 } mock_config;
+
+enum { MOCK_STANDIN_NONE, MOCK_STANDIN_LLAMACPP, MOCK_STANDIN_VLLM };
 
 typedef struct mock_conn mock_conn;
 typedef struct mock_gen mock_gen;
 typedef struct mock_replies mock_replies;
+typedef struct mock_standin mock_standin;
+typedef struct mock_standin_request mock_standin_request;
 
 /* A write handed to libuv: a copy of what uv_try_write could not take, or a
 ** pooled block when streaming unpaced. */
@@ -69,6 +79,7 @@ typedef struct mock_server {
   mock_stats stats;
   struct json_t *fault_counts;  /* mock.key -> requests that carried it */
   mock_replies *replies;        /* --replies rules, or NULL */
+  mock_standin *standin;        /* --stand-in's state, or NULL */
   mock_conn *conns;             /* every open connection */
   uint64_t conn_counter, request_counter, gen_counter;
   uint64_t connections_open, connections_total, active;
@@ -187,6 +198,7 @@ struct mock_gen {
   uint64_t emitted, nonstream_at;
   uint64_t step;                /* the step being written */
   size_t slot, finished, roles_sent;  /* choice within the step; choices ended; role chunks out */
+  mock_standin_request *standin; /* what --stand-in shows of it, or NULL */
 };
 
 /* conn.c */
@@ -228,10 +240,28 @@ int mock_replies_match(const mock_replies *r, const struct json_t *request,
                        struct json_t **reply, const char **name);
 
 /* gen.c */
+/* Registers a generation on its connection and starts it, unless the
+   stand-in makes it wait for a slot (it starts later, by mock_gen_start). */
 void mock_gen_begin(mock_gen *g);
+void mock_gen_start(mock_gen *g);
 void mock_gen_on_timer(uv_timer_t *t);
 void mock_gen_on_drain(mock_gen *g);
 void mock_gen_free(mock_gen *g);
 void mock_gen_finish(mock_gen *g, int completed, mock_after how);
+
+/* standin.c: --stand-in llamacpp|vllm. A stand-in watches the generations
+   begin and end and serves what llama-server or vLLM would report of them. */
+int mock_standin_parse(const char *name);   /* MOCK_STANDIN_*, or -1 */
+void mock_standin_init(mock_server *s);     /* once the loop exists */
+void mock_standin_close(mock_server *s);    /* shutdown: its timer, what lingers */
+void mock_standin_free(mock_server *s);     /* after the loop is closed */
+/* A generation begins: 1 when it has to wait for a free slot. */
+int mock_standin_begin(mock_gen *g);
+/* A begun generation ends; outcome is vLLM's finished_reason: "stop",
+   "length" or "abort". */
+void mock_standin_end(mock_gen *g, const char *outcome);
+/* Whether the stand-in serves path (/slots, /metrics, /health), and a GET of it. */
+int mock_standin_serves(const mock_server *s, const char *path, size_t len);
+void mock_standin_route(mock_conn *c, const char *path, size_t len);
 
 #endif

@@ -93,6 +93,27 @@ static int l_census(lua_State *L) {
   return 1;
 }
 
+/* sluice._fds() -> { [fd] = what it is (readlink of /proc/self/fd/N) }:
+   for a test to say which descriptor was left behind. */
+static int l_fds(lua_State *L) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  lua_newtable(L);
+  if (!d) return 1;
+  while ((e = readdir(d)) != NULL) {
+    char path[300], target[PATH_MAX];
+    ssize_t n;
+    if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d)) continue;
+    snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+    n = readlink(path, target, sizeof target - 1);
+    if (n < 0) continue;
+    lua_pushlstring(L, target, (size_t)n);
+    lua_rawseti(L, -2, atoi(e->d_name));
+  }
+  closedir(d);
+  return 1;
+}
+
 /* sluice.isatty(fd) -> boolean: is descriptor fd (0, 1, 2...) a terminal? */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -130,6 +151,7 @@ static const luaL_Reg core_funcs[] = {{"error", l_error},
                                       {"redact", l_redact},
                                       {"isatty", l_isatty},
                                       {"_census", l_census},
+                                      {"_fds", l_fds},
                                       {"_drop_connections", l_drop_connections},
                                       {"_trim", l_trim},
                                       {"_h2_multiplex", l_h2_multiplex},

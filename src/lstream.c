@@ -660,22 +660,99 @@ static int l_wait(lua_State *L) {
   return wait_k(L, LUA_OK, 0);
 }
 
-/* s:_confirmed(t, how): the server's own word that it stopped, at t
-   (sluice.now()'s clock): kept in metrics().server_stopped_at, and traced. */
-static int l_confirmed(lua_State *L) {
+/* ---- watching for the end, without holding the stream ------------------------- */
+
+#define WATCH_MT "sluice.stream.watch"
+
+void sl_watch_ended(sl_watch *w, sl_stream *s) {
+  const char *rid = s->headers_done ? sl_stream_header(s, "x-request-id") : NULL;
+  if (w->ended) return;
+  w->ended = 1;
+  w->state = s->state;
+  w->ended_at = s->t_ended;
+  if (rid) snprintf(w->request_id, sizeof w->request_id, "%s", rid);
+  if (w->waiter) {
+    if (!s->rt->stopping) sl_task_background(w->waiter, 0);  /* the exit waits for it now */
+    sl_task_wake(w->waiter);
+  }
+}
+
+static sl_watch *check_watch(lua_State *L) { return luaL_checkudata(L, 1, WATCH_MT); }
+
+/* s:_watch() -> watch: one per stream (sluice.confirm's). */
+static int l_watch(lua_State *L) {
   sl_stream *s = check_stream(L, 1);
+  sl_watch *w;
+  if (s->watch) luaL_error(L, "stream:_watch: the stream is watched already");
+  w = lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  luaL_setmetatable(L, WATCH_MT);
+  w->s = s;
+  w->id = s->id;
+  s->watch = w;
+  if (sl_stream_finished(s)) sl_watch_ended(w, s);
+  return 1;
+}
+
+static int watch_gc(lua_State *L) {
+  sl_watch *w = check_watch(L);
+  if (w->s) w->s->watch = NULL;
+  w->s = NULL;
+  return 0;
+}
+
+static void watch_cleanup(sl_task *t) {
+  sl_watch *w = t->wait_data;
+  if (w->waiter == t) w->waiter = NULL;
+}
+
+static int watch_wait_k(lua_State *L, int status, lua_KContext ctx) {
+  sl_watch *w = lua_touserdata(L, 1);
+  sl_task *t = sl_task_current(L, "watch:wait");
+  (void)ctx;
+  if (status == LUA_YIELD) sl_task_check_cancel(L, t);
+  if (w->ended) {
+    lua_pushstring(L, sl_state_name(w->state));
+    lua_pushnumber(L, w->ended_at);
+    if (w->request_id[0]) lua_pushstring(L, w->request_id);
+    else lua_pushnil(L);
+    return 3;
+  }
+  sl_task_check_cancel(L, t);
+  sl_task_background(t, 1);  /* the script's exit does not wait for a stream's end */
+  w->waiter = t;
+  return sl_task_wait(L, t, watch_cleanup, w, 0, watch_wait_k);
+}
+
+/* watch:wait() -> state, ended_at, request_id|nil: waits, as a background
+   task, until the stream is over (which makes the task a foreground one). */
+static int l_watch_wait(lua_State *L) {
+  check_watch(L);
+  lua_settop(L, 1);
+  return watch_wait_k(L, LUA_OK, 0);
+}
+
+/* watch:confirmed(t, how): the server's own word that it stopped, at t
+   (sluice.now()'s clock): metrics().server_stopped_at if the stream is
+   still there, and a confirm line in the trace. */
+static int l_watch_confirmed(lua_State *L) {
+  sl_watch *w = check_watch(L);
+  sl_runtime *rt = sl_rt(L);
   size_t len;
   double at = luaL_checknumber(L, 2);
   const char *how = luaL_optlstring(L, 3, "", &len);
-  s->server_stopped_at = at;
-  if (s->rt->trace) {
-    sl_trace_begin(s->rt->trace, "confirm", s->id);
-    sl_trace_num(s->rt->trace, "server_stopped_at", at);
-    if (len) sl_trace_str(s->rt->trace, "how", how, len);
-    sl_trace_end(s->rt->trace);
+  if (w->s) w->s->server_stopped_at = at;
+  if (rt->trace) {
+    sl_trace_begin(rt->trace, "confirm", w->id);
+    sl_trace_num(rt->trace, "server_stopped_at", at);
+    if (len) sl_trace_str(rt->trace, "how", how, len);
+    sl_trace_end(rt->trace);
   }
   return 0;
 }
+
+static const luaL_Reg watch_methods[] = {
+    {"wait", l_watch_wait}, {"confirmed", l_watch_confirmed}, {NULL, NULL}};
 
 /* ---- fetch: a plain request on the same loop --------------------------------- */
 
@@ -715,7 +792,7 @@ static const luaL_Reg stream_methods[] = {
     {"next", l_next},       {"next_text", l_next_text}, {"events", l_events},   {"cancel", l_cancel},
     {"close", l_close},     {"state", l_state},     {"status", l_status},
     {"headers", l_headers}, {"metrics", l_metrics}, {"trace_text", l_trace_text},
-    {"trace_note", l_trace_note}, {"wait", l_wait}, {"_confirmed", l_confirmed}, {NULL, NULL}};
+    {"trace_note", l_trace_note}, {"wait", l_wait}, {"_watch", l_watch}, {NULL, NULL}};
 
 static const luaL_Reg stream_meta[] = {
     {"__gc", l_gc}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
@@ -760,6 +837,12 @@ void sl_open_stream(lua_State *L) {
   lua_pushcclosure(L, l_iter, N_UP - 2);  /* the iterator: upvalues 1..5 */
   luaL_setfuncs(L, stream_methods, N_UP - 1);
   lua_setfield(L, meta, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, WATCH_MT);
+  lua_pushcfunction(L, watch_gc);
+  lua_setfield(L, -2, "__gc");
+  luaL_newlib(L, watch_methods);
+  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_setfuncs(L, stream_funcs, 0);  /* into the module table, on the top */
 }

@@ -449,6 +449,7 @@ void sl_stream_end(sl_stream *s, sl_state state) {
   sl_resource_unregister(&s->res);
   if (s->waiter) sl_task_wake(s->waiter);
   if (s->end_waiter) sl_task_wake(s->end_waiter);
+  if (s->watch) sl_watch_ended(s->watch, s);
 }
 
 /* msg with every secret of the stream replaced; NULL when out of memory. */
@@ -704,6 +705,7 @@ fail_opts:
 void sl_stream_release(sl_stream *s) {
   int i;
   sl_stream_cancel(s, "garbage collected");  /* nothing if already over */
+  if (s->watch) s->watch->s = NULL;
   sl_resource_unregister(&s->res);
   if (s->easy) {  /* only on a failed start */
     curl_easy_cleanup(s->easy);

@@ -80,6 +80,7 @@ struct sl_stream {
 
   sl_task *waiter;        /* the task blocked in next() */
   sl_task *end_waiter;    /* the task blocked in wait() */
+  struct sl_watch *watch; /* sees the end without holding the stream (lstream.c) */
   double server_stopped_at;  /* when the server confirmed it stopped (confirm) */
   unsigned long long id;  /* this runtime's stream number (traces name it) */
   sl_trace_pending tp;    /* what its next trace lines gather */
@@ -128,6 +129,22 @@ void sl_stream_pop(sl_stream *s);
 const char *sl_state_name(sl_state st);
 /* The value of response header name (lower case), or NULL. */
 const char *sl_stream_header(const sl_stream *s, const char *name);
+
+/* A watch sees a stream's end without keeping the stream alive (the
+   confirmation poller's): the stream and the watch point at each other, and
+   whichever goes first unlinks. At the end the watching task is woken, and
+   made a foreground task, so that the script's exit waits for what it does
+   next (bounded by its own give-up time). */
+typedef struct sl_watch {
+  sl_stream *s;           /* NULL once the stream is freed */
+  sl_task *waiter;        /* the task blocked in watch:wait() */
+  int ended;
+  sl_state state;
+  double ended_at;
+  unsigned long long id;
+  char request_id[128];   /* the response's x-request-id, "" if none */
+} sl_watch;
+void sl_watch_ended(sl_watch *w, sl_stream *s);
 int sl_stream_finished(const sl_stream *s);
 
 #endif

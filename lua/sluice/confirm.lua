@@ -12,7 +12,10 @@
 -- or a function probe(ctx) -> server_stopped_at|nil, called every interval.
 -- The polling is bounded (interval, give_up), runs in its own task, never
 -- delays the close, and never holds the script's exit beyond give_up: while
--- the stream runs, the task waits in the background.
+-- the stream runs, the task waits in the background, and holds a watch, not
+-- the stream (dropped, it is still closed by the garbage collector). The
+-- llamacpp and vllm probes read their baseline (one GET) before the request
+-- goes out, so that it does not count itself.
 local sluice = require "sluice"
 
 local decode = require("cjson.safe").decode
@@ -129,13 +132,16 @@ probes.vllm = {
 confirm.probes = probes
 
 -- What a confirm option may be: a name above, a function, or
--- { how = one of those, interval = s, give_up = s }.
+-- { how = one of those, interval = s, give_up = s }. Returns why not, or nil.
 function confirm.kind(v)
   local how = type(v) == "table" and v.how or v
   if type(how) == "function" or (type(how) == "string" and probes[how]) then
     if type(v) == "table" then
-      for k in pairs(v) do
+      for k, x in pairs(v) do
         if k ~= "how" and k ~= "interval" and k ~= "give_up" then return "has an unknown key '" .. tostring(k) .. "'" end
+        if k ~= "how" and (math.type(x) == nil or x ~= x or x <= 0 or x == math.huge) then
+          return ("'%s' must be a positive number of seconds, got %s"):format(k, tostring(x))
+        end
       end
     end
     return nil
@@ -148,39 +154,44 @@ local function root_of(url)
   return url:match("^(https?://[^/?#]+)") or url
 end
 
--- Watches stream s (opened to url, with request headers) and confirms its
--- stop with `how`. Returns the task; its join gives server_stopped_at, or
--- nil and why (the server finished by itself; gave up).
-function confirm.watch(s, url, headers, how)
+-- Before a stream to url opens: what the server looks like without it (a
+-- probe's `before`, one GET), so that the request is not counted in its own
+-- baseline. Returns the watch's context.
+function confirm.prepare(how, url, headers)
   local o = type(how) == "table" and how or { how = how }
-  local probe = probes[o.how] or { poll = o.how }
-  local interval, give_up = o.interval or 0.02, o.give_up or 5
-  local ctx = { root = root_of(url), url = url, stream = s }
+  local ctx = { root = root_of(url), url = url, how = o.how, probe = probes[o.how] or { poll = o.how },
+                interval = o.interval or 0.02, give_up = o.give_up or 5 }
   for k, v in pairs(headers or {}) do
     if type(k) == "string" and k:lower() == "x-request-id" then ctx.request_id = v end
   end
-  local handle = {}
-  local task = sluice.spawn(function()
-    if probe.before then probe.before(ctx) end
-    local state = s:wait()
-    if state == "done" then return nil, "the server finished it" end
-    handle.task:background(false)  -- from here the script waits for it, give_up at most
-    ctx.request_id = ctx.request_id or s:headers()["x-request-id"]
-    ctx.closed_at = s:metrics().ended
-    local deadline = now() + give_up
-    while now() < deadline do
-      local at = probe.poll(ctx)
-      if at then
-        s:_confirmed(at, type(o.how) == "string" and o.how or "function")
-        return at
-      end
-      sleep(interval)
+  if ctx.probe.before then ctx.probe.before(ctx) end
+  return ctx
+end
+
+-- The watching task: holds the watch, never the stream, which a script may
+-- still drop to the garbage collector.
+local function watching(w, ctx)
+  local state, ended, request_id = w:wait()  -- in the background until the end
+  if state == "done" then return nil, "the server finished it" end
+  ctx.request_id = ctx.request_id or request_id
+  ctx.closed_at = ended
+  local deadline = now() + ctx.give_up
+  while now() < deadline do
+    local at = ctx.probe.poll(ctx)
+    if at then
+      w:confirmed(at, type(ctx.how) == "string" and ctx.how or "function")
+      return at
     end
-    return nil, "gave up after " .. give_up .. " s"
-  end)
-  handle.task = task
-  task:background()
-  return task
+    sleep(ctx.interval)
+  end
+  return nil, "gave up after " .. ctx.give_up .. " s"
+end
+
+-- Watches stream s (opened after confirm.prepare gave ctx) and confirms its
+-- stop. Returns the task; its join gives server_stopped_at, or nil and why
+-- (the server finished by itself; gave up).
+function confirm.watch(s, ctx)
+  return sluice.spawn(watching, s:_watch(), ctx)
 end
 
 return confirm

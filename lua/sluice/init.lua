@@ -70,8 +70,9 @@ do
       for k, v in pairs(opts) do
         if k ~= "confirm" then copy[k] = v end
       end
+      local ctx = type(copy.url) == "string" and confirm.prepare(opts.confirm, copy.url, copy.headers)
       local s = raw_stream(copy)
-      confirm.watch(s, copy.url, copy.headers, opts.confirm)
+      confirm.watch(s, ctx)
       return s
     end
     return raw_stream(opts)

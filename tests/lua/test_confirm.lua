@@ -4,9 +4,6 @@
 -- /metrics) and --stand-in vllm (vLLM's /metrics), whose --stop-delay keeps
 -- an aborted request busy a while, as a real server slow to notice.
 --
--- Known bugs of lua/sluice/confirm.lua are kept as the expectations they
--- break (known_bug): each must fail today; when one passes, it is fixed and
--- its check should become a plain assertion.
 local sluice = require "sluice"
 local cjson = require "cjson"
 local T = require "testlib"
@@ -80,15 +77,6 @@ local function metric(server, name, labels)
   return confirm.metric(text, name, labels)
 end
 
--- Runs `check`, which must fail today because of a bug in sluice.confirm
--- (said as a TODO line, TAP's way); fails the case once it passes.
-local function known_bug(what, check)
-  local ok, err = pcall(check)
-  if ok then error("known bug no longer seen, make it a plain assertion: " .. what, 2) end
-  local why = tostring(err):gsub("^.-:%d+: ", ""):match("^[^\n]*"):sub(1, 120)
-  print(("# TODO known bug: %s (today: %s)"):format(what, why))
-end
-
 -- A script run by a child sluice; returns its result and when it exited.
 local function run_child(src, args, sluice_args)
   local path = os.tmpname()
@@ -133,11 +121,8 @@ T.case("llamacpp: /slots: confirmed once the slot is no longer processing", func
   T.le(ended, at, "confirmed after the close")
   local rec = server.record(id)
   T.ok(rec.client_closed, "the stand-in saw the close")
-  known_bug("llamacpp: the baseline of busy slots is read after the request took its slot, so the "
-            .. "probe confirms at its first look, before the server frees the slot", function()
-    T.ok(not busy_then, "the slot free when confirmed")
-    T.le(ended + STOP_DELAY, at, "server_stopped_at, at least stop_delay after the close")
-  end)
+  T.ok(not busy_then, "the slot free when confirmed")
+  T.le(ended + STOP_DELAY, at, "server_stopped_at, at least stop_delay after the close")
   -- what the server itself said: processing until stop_delay after its close
   sluice.sleep(math.max(0, rec.closed_at + STOP_DELAY + 0.1 - sluice.now()))
   T.eq(slots(server)[0], false, "the slot freed after stop_delay")
@@ -155,11 +140,8 @@ T.case("llamacpp: without /slots (--no-slots), the /metrics requests_processing 
   local at = T.ok(confirmed(chat), "server_stopped_at appears")
   local processing_then = metric(server, "llamacpp:requests_processing")
   T.le(ended, at, "confirmed after the close")
-  known_bug("llamacpp fallback: requests_processing before the request is read after it started, "
-            .. "so the probe confirms at once", function()
-    T.eq(processing_then, 0, "requests_processing when confirmed")
-    T.le(ended + STOP_DELAY, at, "server_stopped_at, at least stop_delay after the close")
-  end)
+  T.eq(processing_then, 0, "requests_processing when confirmed")
+  T.le(ended + STOP_DELAY, at, "server_stopped_at, at least stop_delay after the close")
   sluice.sleep(STOP_DELAY + 0.1)
   T.eq(metric(server, "llamacpp:requests_processing"), 0, "processing 0 after stop_delay")
 end)
@@ -177,12 +159,9 @@ T.case("vllm: /metrics: running back to before, or an abort counted", function()
   local running_then = metric(server, "vllm:num_requests_running")
   local aborts_then = metric(server, "vllm:request_success_total", 'finished_reason="abort"')
   T.le(ended, at, "confirmed after the close")
-  known_bug("vllm: num_requests_running before the request is read after it was running, so "
-            .. "'back to what it was' holds at the first look", function()
-    T.eq(running_then, 0, "num_requests_running when confirmed")
-    T.eq(aborts_then, 1, "the abort counted when confirmed")
-    T.le(ended + STOP_DELAY, at, "server_stopped_at, at least stop_delay after the close")
-  end)
+  T.eq(running_then, 0, "num_requests_running when confirmed")
+  T.eq(aborts_then, 1, "the abort counted when confirmed")
+  T.le(ended + STOP_DELAY, at, "server_stopped_at, at least stop_delay after the close")
   sluice.sleep(STOP_DELAY + 0.1)
   T.eq(metric(server, "vllm:request_success_total", 'finished_reason="abort"'), 1, "the abort counted")
   T.eq(metric(server, "vllm:num_requests_running"), 0, "running 0")
@@ -212,7 +191,6 @@ T.case("a function probe: polled every interval after the stop; its answer is se
   T.eq(seen.root, server.root, "ctx.root")
   T.eq(seen.request_id, id, "ctx.request_id")
   T.eq(seen.closed_at, ended, "ctx.closed_at: when sluice closed")
-  T.eq(seen.stream:state(), "cancelled", "ctx.stream")
 end)
 
 -- ---- giving up ---------------------------------------------------------------
@@ -224,7 +202,7 @@ T.case("give_up: a server that never reports; the confirmation task ends after g
   local url = T.url .. "/v1/chat/completions"
   local headers = { ["X-Request-Id"] = id }
   local s = sluice.stream { url = url, json = T.chat({}, { max_tokens = 1000 }), headers = headers }
-  local task = confirm.watch(s, url, headers, { how = "llamacpp", interval = 0.02, give_up = 0.4 })
+  local task = confirm.watch(s, confirm.prepare({ how = "llamacpp", interval = 0.02, give_up = 0.4 }, url, headers))
   T.read_tokens(s, 2)
   s:cancel("enough")
   local ended = s:metrics().ended
@@ -252,11 +230,7 @@ T.case("give_up: a script's exit is held until give_up at most; a stream still r
   ]], { T.url, tostring(give_up) })
   local ended = T.ok(tonumber(r.stdout), "the child printed when its stream ended")
   T.le(exited - ended, give_up + 1, "the exit not held beyond give_up")
-  known_bug("a script that ends as its stream does never runs the confirmation: the task turns "
-            .. "foreground only when it next runs, and the main task's end stops the runtime first",
-            function()
-    T.le(give_up - 0.05, exited - ended, "the exit waited for the confirmation to give up")
-  end)
+  T.le(give_up - 0.05, exited - ended, "the exit waited for the confirmation to give up")
 
   -- the script ends while its stream still runs: the confirmation waits in
   -- the background and holds nothing, give_up = 5 notwithstanding
@@ -320,9 +294,7 @@ T.case("sluice --trace: a confirm line with server_stopped_at and how", function
   f:close()
   os.remove(trace)
   T.contains(text, '"request_id":"' .. id .. '"', "the trace of the second script")
-  known_bug("a script that ends as its stream does never runs the confirmation (no confirm line)", function()
-    T.ok(text:find('"ev":"confirm"', 1, true), "a confirm line in the trace")
-  end)
+  T.ok(text:find('"ev":"confirm"', 1, true), "a confirm line in the trace")
 end)
 
 -- ---- nothing to confirm ----------------------------------------------------------
@@ -339,7 +311,7 @@ T.case("a stream the server finished by itself: no confirmation", function()
   -- the watch says why
   local url = server.url .. "/chat/completions"
   local s = sluice.stream { url = url, json = T.chat({}, { max_tokens = 2 }) }
-  local task = confirm.watch(s, url, nil, "llamacpp")
+  local task = confirm.watch(s, confirm.prepare("llamacpp", url))
   local ok, at, why = task:join()
   T.eq(ok, true, "the task ended without an error")
   T.eq(at, nil, "no server_stopped_at")
@@ -353,14 +325,10 @@ end)
 T.case("a confirm option's interval and give_up are checked", function()
   T.ok(not pcall(openai.client, { base_url = T.url .. "/v1", confirm = { how = "vllm", intervall = 1 } }),
        "an unknown key raises")
-  known_bug("confirm.kind accepts any interval and give_up; a negative or non-number one fails later, "
-            .. "in the background task, and the script exits 1 with 'a task failed and was never joined'",
-            function()
-    T.ok(not pcall(openai.client, { base_url = T.url .. "/v1", confirm = { how = "vllm", interval = -1 } }),
-         "a negative interval raises")
-    T.ok(not pcall(openai.client, { base_url = T.url .. "/v1", confirm = { how = "vllm", give_up = "soon" } }),
-         "a give_up that is not a number raises")
-  end)
+  T.ok(not pcall(openai.client, { base_url = T.url .. "/v1", confirm = { how = "vllm", interval = -1 } }),
+       "a negative interval raises")
+  T.ok(not pcall(openai.client, { base_url = T.url .. "/v1", confirm = { how = "vllm", give_up = "soon" } }),
+       "a give_up that is not a number raises")
 end)
 
 T.case("a stream dropped without closing is still closed when collected", function()
@@ -375,10 +343,7 @@ T.case("a stream dropped without closing is still closed when collected", functi
   collectgarbage()
   sluice.sleep(0.1)
   local rec = T.record(id)
-  known_bug("the confirmation task holds the stream, so the garbage collector never closes it: it "
-            .. "streams on until it ends or the script does", function()
-    T.ok(rec.client_closed, "the mock saw the close")
-  end)
+  T.ok(rec.client_closed, "the mock saw the close")
   T.wait_record(id, function(r) return r.client_closed or r.completed end, 3)
 end)
 

@@ -239,7 +239,7 @@ function T.case(name, fn)
     sluice.sleep(0)
     assert(sluice.exec { "true" })
   end
-  local before = census()
+  local before, fds_before = census(), sluice._fds()
   local task = sluice.spawn(function()
     local ok, e = xpcall(fn, function(e) return debug.traceback(tostring(e), 2) end)
     if not ok then error(e, 0) end
@@ -249,6 +249,13 @@ function T.case(name, fn)
   local leak = left_behind(before)
   if ok and leak then
     ok, err = false, "left behind: " .. leak
+    local now = sluice._fds()
+    for fd, what in pairs(fds_before) do
+      if now[fd] ~= what then err = err .. ("; fd %d was %s, now %s"):format(fd, what, tostring(now[fd])) end
+    end
+    for fd, what in pairs(now) do
+      if not fds_before[fd] then err = err .. ("; fd %d is new: %s"):format(fd, what) end
+    end
   end
   if ok then
     passed = passed + 1

@@ -13,7 +13,7 @@ local url, id, mode = arg[1], arg[2], arg[3]
 SENTINEL = setmetatable({}, { __gc = function() os.execute("sleep 0.3") end })
 local s = sluice.stream { url = url .. "/v1/chat/completions", headers = { ["X-Request-Id"] = id },
   json = { model = "m", stream = true, max_tokens = 1000, messages = { { role = "user", content = "hi" } },
-           mock = { tokens_per_sec = 100 } } }
+           mock = { tokens_per_sec = 25 } } }
 local n = 0
 for ev in s:events() do
   local c = ev.data ~= "[DONE]" and cjson.decode(ev.data)
@@ -24,7 +24,7 @@ local f = io.open("/proc/self/stat"); local pid = f:read("l"):match("^%d+"); f:c
 -- keep a second stream open: this is the one the shutdown path must close
 KEEP = sluice.stream { url = url .. "/v1/chat/completions", headers = { ["X-Request-Id"] = id .. "-open" },
   json = { model = "m", stream = true, max_tokens = 1000, messages = { { role = "user", content = "hi" } },
-           mock = { tokens_per_sec = 100 } } }
+           mock = { tokens_per_sec = 25 } } }
 local m = 0
 while m < 3 do
   local ev = assert(KEEP:next())
@@ -53,11 +53,14 @@ local function run(mode, signal)
   local line = p:read("l")
   local pid, seen = (line or ""):match("^(%d+) (%d+)")
   T.ok(pid, "child started: " .. tostring(line))
+  -- the stop: the signal, or the script going on to its end once it printed
+  -- (which it did before this read); order, not milliseconds
+  local stopped_at = sluice.now()
   if signal then os.execute("kill -" .. signal .. " " .. pid) end
   local rest = p:read("a")
   local _, how, code = p:close()
   local exited_at = sluice.now()
-  local rec = T.assert_stopped(id .. "-open", tonumber(seen))
+  local rec = T.assert_stopped(id .. "-open", tonumber(seen), stopped_at)
   return how, code, rest, rec, exited_at
 end
 

@@ -30,7 +30,7 @@ end)
 sluice.spawn(function() return sluice.read_line() end)
 local s = sluice.stream { url = url .. "/v1/chat/completions", headers = { ["X-Request-Id"] = id },
   json = { model = "m", stream = true, max_tokens = 1000, messages = { { role = "user", content = "hi" } },
-           mock = { tokens_per_sec = 100 } } }
+           mock = { tokens_per_sec = 25 } } }
 local n = 0
 while n < 3 do
   local ev = assert(s:next())

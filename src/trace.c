@@ -12,7 +12,6 @@
 #include "trace.h"
 
 #define FLUSH_AT (64u << 10)     /* write out once the buffer holds this much */
-#define PIECES_AT (4u << 10)     /* a text line once its pieces fill this */
 
 struct sl_trace {
   sl_resource res;               /* "traces" */
@@ -225,31 +224,54 @@ void sl_trace_end(sl_trace *t) {
 
 /* ---- the per-stream arrays ---------------------------------------------------- */
 
-static int grow(char **p, size_t *cap, size_t need) {
-  if (need <= *cap) return 0;
-  {
-    size_t c = *cap ? *cap : 64;
-    char *b;
-    while (c < need) c *= 2;
-    if (!(b = realloc(*p, c))) return -1;
-    *p = b;
-    *cap = c;
-  }
+static int grow_slow(char **p, size_t *cap, size_t need) {
+  size_t c = *cap ? *cap : 64;
+  char *b;
+  while (c < need) c *= 2;
+  if (!(b = realloc(*p, c))) return -1;
+  *p = b;
+  *cap = c;
   return 0;
 }
 
+static inline int grow(char **p, size_t *cap, size_t need) {
+  return need <= *cap ? 0 : grow_slow(p, cap, need);
+}
+
+/* ",<size>" into the sizes array (once per event: sizes below 10,000, nearly
+   all of them, take two digits at a time from a table). */
+static const char digit_pairs[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
 void sl_trace_size(sl_trace *t, sl_trace_pending *p, size_t size) {
-  char tmp[24];
-  int i = (int)sizeof tmp;
+  char *d;
   (void)t;
-  do {
-    tmp[--i] = (char)('0' + size % 10);
-    size /= 10;
-  } while (size);
-  tmp[--i] = ',';
-  if (grow(&p->sizes, &p->sizes_cap, p->sizes_len + sizeof tmp) != 0) return;
-  memcpy(p->sizes + p->sizes_len, tmp + i, sizeof tmp - (size_t)i);
-  p->sizes_len += sizeof tmp - (size_t)i;
+  if (grow(&p->sizes, &p->sizes_cap, p->sizes_len + 22) != 0) return;
+  d = p->sizes + p->sizes_len;
+  *d++ = ',';
+  if (size < 10) {
+    *d++ = (char)('0' + size);
+  } else if (size < 100) {
+    memcpy(d, digit_pairs + 2 * size, 2);
+    d += 2;
+  } else if (size < 1000) {
+    *d++ = (char)('0' + size / 100);
+    memcpy(d, digit_pairs + 2 * (size % 100), 2);
+    d += 2;
+  } else if (size < 10000) {
+    memcpy(d, digit_pairs + 2 * (size / 100), 2);
+    memcpy(d + 2, digit_pairs + 2 * (size % 100), 2);
+    d += 4;
+  } else {
+    char tmp[20];
+    int i = (int)sizeof tmp;
+    do tmp[--i] = (char)('0' + size % 10); while (size /= 10);
+    memcpy(d, tmp + i, sizeof tmp - (size_t)i);
+    d += sizeof tmp - (size_t)i;
+  }
+  p->sizes_len = (size_t)(d - p->sizes);
 }
 
 void sl_trace_data(sl_trace *t, sl_trace_pending *p, unsigned long long stream, double at) {
@@ -265,9 +287,27 @@ void sl_trace_data(sl_trace *t, sl_trace_pending *p, unsigned long long stream, 
   sl_trace_end(t);
 }
 
+/* ,"<piece>" into the pieces array: copied as it is scanned when nothing
+   needs escaping (a token, nearly always), else escaped through the trace's
+   buffer. */
 void sl_trace_piece(sl_trace *t, sl_trace_pending *p, const char *s, size_t len) {
-  size_t at = t->len;
-  /* escaped in the trace's buffer, then moved: one pass over the bytes */
+  size_t i, at;
+  char *d;
+  if (grow(&p->pieces, &p->pieces_cap, p->pieces_len + len + 3) != 0) return;
+  d = p->pieces + p->pieces_len;
+  d[0] = ',';
+  d[1] = '"';
+  for (i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == '"' || c == '\\') break;
+    d[2 + i] = (char)c;
+  }
+  if (i == len) {
+    d[2 + len] = '"';
+    p->pieces_len += len + 3;
+    return;
+  }
+  at = t->len;
   put_escaped(t, s, len);
   if (t->len >= at && grow(&p->pieces, &p->pieces_cap, p->pieces_len + (t->len - at) + 3) == 0) {
     p->pieces[p->pieces_len++] = ',';
@@ -289,7 +329,6 @@ void sl_trace_text(sl_trace *t, sl_trace_pending *p, unsigned long long stream) 
   sl_trace_end(t);
 }
 
-int sl_trace_pieces_full(const sl_trace_pending *p) { return p->pieces_len >= PIECES_AT; }
 
 void sl_trace_pending_free(sl_trace_pending *p) {
   free(p->sizes);

@@ -56,8 +56,8 @@ void sl_trace_data(sl_trace *t, sl_trace_pending *p, unsigned long long stream, 
 void sl_trace_piece(sl_trace *t, sl_trace_pending *p, const char *s, size_t len);
 /* The text line of the pieces gathered so far, if any. */
 void sl_trace_text(sl_trace *t, sl_trace_pending *p, unsigned long long stream);
-/* Enough pieces gathered for a line of their own. */
-int  sl_trace_pieces_full(const sl_trace_pending *p);
+/* Enough pieces gathered for a line of their own (4 KiB). */
+static inline int sl_trace_pieces_full(const sl_trace_pending *p) { return p->pieces_len >= (4u << 10); }
 void sl_trace_pending_free(sl_trace_pending *p);
 
 #endif

@@ -100,10 +100,10 @@ local summary, err = batch.run {
     local body = rec.response ~= cjson.null and rec.response.body
     local choice = body and body.choices and body.choices[1]
     local text = choice and choice.message and choice.message.content
-    local got = type(text) == "string" and text:match("Final answer:%s*([^\n]+)")
+    local got = type(text) == "string" and text:match("Final answer:%s*([^\n]+)") or nil
     local sl = rec.sluice
     scored[q.id] = {
-      got = got, right = got ~= nil and right(q, got),
+      got = got, right = got ~= nil and right(q, got) or false,
       tokens = sl.metrics and sl.metrics.output_tokens or 0,
       ended = rec.error and ("error: " .. rec.error.code)
               or sl.stop_reason and "stopped at the final answer"

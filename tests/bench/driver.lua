@@ -487,8 +487,9 @@ local NOTES = {
   the `write(2)` ~2 µs, and the collection of the extra garbage. The floor is sluice's core a request:
   perf puts a third of it in the Lua VM (the openai layer, the tasks), a fifth in the kernel (loopback
   TCP), 15% in libcurl (an easy handle a request) and ~10% in malloc and free.
-- The floor alone uses ~3.8x less CPU a request than the peer, so the runner is 3x below the peer only
-  while its own share stays under ~30 µs.
+- The target against the peer leaves the runner little room: the floor alone uses about a quarter of
+  the peer's CPU a request (its "ratio to the peer"), so the runner stays 3x below the peer only while its
+  own share is under a third of the peer's figure minus the floor's (~35 µs on this machine).
 - Resume: the output is written once by the runner itself (100,000 records of 20 tokens), then the same
   command runs again: it scans the output reading only each line's head (`id`, `custom_id`, `error`, in
   that order: no JSON decoding), checks the input (100,000 lines), then walks the input once more to find
@@ -550,8 +551,9 @@ date and machine that produced it.
 Release build; sluice-mock pinned to CPU 1, each client to CPU 0; medians of `RUNS` runs (default 5).
 Every scenario is measured next to a floor in the same run — `curl -N` for throughput, bare C clients
 for the others (`tests/bench/floor_stop.c`, `floor_streams.c`, `pingpong.c`), a bare sluice script and
-a Python peer for the batch runner — so the figures read as ratios on whatever machine runs them. A shared VM is noisy: absolute figures may move by 30% from one
-hour to the next, the ratios much less. The targets are the project's goals, not assertions.
+a Python peer for the batch runner — so the figures read as ratios on whatever machine runs them. A
+shared VM is noisy: absolute figures may move by 30% from one hour to the next, the ratios much less.
+The targets are the project's goals, not assertions.
 ]] }
   for _, name in ipairs(SCENARIOS) do
     local sc = saved.scenarios[name]

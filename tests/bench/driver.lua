@@ -285,7 +285,7 @@ if wanted("batch") then
   local input, output = dir .. "/in.jsonl", dir .. "/out.jsonl"
   write_input(input, N)
   local cost_file = dir .. "/rusage.json"
-  -- runs argv (a shell-quoted command line) on CPU 0 under rusage; returns
+  -- runs cmdline (shell words, quoted) on CPU 0 under rusage; returns
   -- its cost, its output, and whether it exited with status 0
   local function measured(cmdline)
     local out, ok = sh(("taskset -c 0 %q -o %q %s 2>&1"):format(bindir .. "/rusage", cost_file, cmdline))

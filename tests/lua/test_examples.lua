@@ -122,6 +122,52 @@ T.case("repetition_guard", function()
   T.contains(reasons[1], 'repetition:"I need to check the first step again."', "reason")
 end)
 
+-- The accuracy and the stops the bundled questions make on a sluice-mock: it
+-- generates each line's mock_reply, else the right final answer, then rambles.
+local function expected_on_mock()
+  local cjson = require "cjson"
+  local total, right, stops = 0, 0, 0
+  for line in io.lines(examples .. "/data/questions.jsonl") do
+    local q = cjson.decode(line)
+    local got = (q.mock_reply or ("Final answer: " .. q.answer .. "\n")):match("Final answer:%s*([^\n]+)\n")
+    total = total + 1
+    if got then stops = stops + 1 end
+    if got == q.answer then right = right + 1 end
+  end
+  return total, right, stops
+end
+
+T.case("batch_eval", function()
+  local out = run("batch_eval")
+  local total, right, stops = expected_on_mock()
+  T.contains(out, ("accuracy: %d/%d ("):format(right, total), "accuracy")
+  T.contains(out, ("stopped early: %d of %d requests"):format(stops, total), "stops")
+  local tag = T.ok(out:match("custom_ids (%S+)/<id>"), "the run's custom_ids:\n" .. out)
+  -- every row against what the mock saw of its request
+  local rows, saved = 0, 0
+  for id, result, tokens, ended in out:gmatch("\n(q%d+) +(%S+) +(%d+)  (%S[^\n]-)  ") do
+    rows = rows + 1
+    tokens = tonumber(tokens)
+    local cid = tag .. "/" .. id
+    if ended:match("^stopped") then
+      local rec = T.wait_record(cid, function(x) return x.client_closed end)
+      T.ok(rec.aborted and not rec.completed, cid .. ": closed upstream before its end")
+      T.ok(rec.tokens_sent >= tokens, cid .. ": the server sent what the example received")
+      T.le(rec.tokens_sent, tokens + 1, cid .. ": tokens the server generated past the final answer")
+      T.ok(tokens < 200, cid .. ": stopped short of max_tokens")
+      saved = saved + 200 - tokens
+    else
+      T.eq(ended:match("^%S+ %b()"), "finished (length)", cid .. ": the answer without a final line")
+      T.eq(result, "unanswered", cid .. ": scored as unanswered")
+      local rec = T.wait_record(cid, function(x) return x.completed end)
+      T.eq(rec.tokens_sent, tokens, cid .. ": all tokens received")
+    end
+  end
+  T.eq(rows, total, "a row a question")
+  T.contains(out, (" %d saved by the stops"):format(saved), "tokens saved")
+  T.contains(out, ("server: %d of the %d stopped requests closed by the client"):format(stops, stops), "/stats")
+end)
+
 T.case("an example without OPENAI_BASE_URL starts and stops its own mock", function()
   local out = run("stop_after_tokens", { own_mock = true })
   T.contains(out, "stopped by max_tokens:200", "ran")
@@ -146,7 +192,7 @@ local function run_raw(name, args, base_url)
 end
 
 local all = { "stop_after_tokens", "stop_on_keyword", "stop_button", "deadlines", "concurrent", "race",
-              "repetition_guard" }
+              "repetition_guard", "batch_eval" }
 
 T.case("every example: --help prints its usage, --frobnicate is a usage error; nothing starts", function()
   -- a mock nobody else talks to: anything an example started against it

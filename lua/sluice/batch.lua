@@ -109,7 +109,7 @@ local function process(req, o, eps, make_policy)
   req.tag = req.tag or (req.headers and req.custom_id)
   while true do
     attempts = attempts + 1
-    local ep = eps:take()
+    local ep, gen = eps:take()
     local started, times = now(), {}
     local open = req.path == "/completions" and ep.client.complete or ep.client.chat
     local chat = open(ep.client, req.body, { stop_when = pol, usage = true, headers = req.headers,
@@ -118,14 +118,14 @@ local function process(req, o, eps, make_policy)
       for _ in chat:deltas() do times[#times + 1] = now() end
     end)
     if not ok and type(e) == "table" and e.kind == "cancelled" then
-      eps:give_back(ep)
+      eps:give_back(ep, gen)
       error(e, 0)  -- this task is being cancelled (Ctrl-C, the run ending): not the request's failure
     end
     local res = chat:result()
     local ended = now()
     local tokens = res.metrics.tokens
     local err = res.error
-    eps:give_back(ep, err and endpoints.connection_error(err, tokens))
+    eps:give_back(ep, gen, err and endpoints.connection_error(err, tokens))
     if err and attempts <= o.retries and endpoints.retryable(err, tokens) then
       sleep(endpoints.backoff(attempts + 1, o.retry_base, err))
     else

@@ -340,6 +340,33 @@ T.case("two endpoints, one stopped mid-run: the run completes on the other", fun
   os.remove(out)
 end)
 
+T.case("a dead server: each request fails after its own retries, in seconds, not minutes", function()
+  -- a wave of refused connections set the only endpoint aside for a time
+  -- that doubled with each of them, to 30 s, and every request waited for
+  -- it: 20 requests at -c 8 took 5.5 minutes
+  local dead = require("sluice.mock").start {}
+  local url = dead.url
+  dead.stop()
+  local inp, out = tmp(), tmp()
+  write_lines(inp, requests(20, nil, "dead"))
+  local t0 = sluice.now()
+  local summary = batch.run { input = inp, output = out, base_url = url, quiet = true, concurrency = 8,
+                              retry_base = 0.05 }
+  local took = sluice.now() - t0
+  local recs = read_records(out)
+  T.eq(#recs, 20, "every line has its record")
+  for _, r in ipairs(recs) do
+    T.eq(r.error.code, "transport", "a transport error: " .. r.custom_id)
+    T.eq(r.sluice.attempts, 4, "tried 1 + retries times: " .. r.custom_id)
+  end
+  T.eq(summary.outcomes.failed, 20, "failed")
+  -- its own back-off is at most 0.05 + 0.1 + 0.2 s a request, 3 waves of 8
+  T.le(took, 10, "seconds for the run")
+  print(("# 20 requests against a dead server at -c 8: %.2f s"):format(took))
+  os.remove(inp)
+  os.remove(out)
+end)
+
 T.case("Ctrl-C: in-flight requests cancelled upstream, what finished is in the file, exit 1, resume", function()
   local inp, out = tmp(), tmp()
   local tag = "int-" .. os.time() .. "-"

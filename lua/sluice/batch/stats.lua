@@ -205,16 +205,23 @@ function M.format(s)
   local reasons = {}
   for r in pairs(s.outcomes.stopped_by) do reasons[#reasons + 1] = r end
   table.sort(reasons)
-  for _, r in ipairs(reasons) do line("  stopped by %-13s %d", r, s.outcomes.stopped_by[r]) end
+  for _, r in ipairs(reasons) do  -- a reason's control characters shown, not acted on
+    local shown = r:gsub("%c", function(c) return c == "\n" and "\\n" or format("\\%03d", c:byte()) end)
+    line("  stopped by %-13s %d", shown, s.outcomes.stopped_by[r])
+  end
   local kinds = {}
   for k in pairs(s.outcomes.failed_by) do kinds[#kinds + 1] = k end
   table.sort(kinds)
   for _, k in ipairs(kinds) do line("  failed (%s)%s %d", k, string.rep(" ", math.max(1, 15 - #k)), s.outcomes.failed_by[k]) end
   if s.retries > 0 then line("  retries                 %d", s.retries) end
-  line("  latency (ms)      mean    median       p90       p99")
+  local rows = {}
   for _, k in ipairs { "ttft", "tpot", "itl", "e2e" } do
     local d = s[k]
-    if d then line("  %-6s     %s %s %s %s", k:upper(), ms(d.mean), ms(d.median), ms(d.p90), ms(d.p99)) end
+    if d then rows[#rows + 1] = format("  %-6s     %s %s %s %s", k:upper(), ms(d.mean), ms(d.median), ms(d.p90), ms(d.p99)) end
+  end
+  if #rows > 0 then  -- none when this run sent nothing (all done before)
+    line("  latency (ms)      mean    median       p90       p99")
+    for _, r in ipairs(rows) do out[#out + 1] = r end
   end
   if s.outcomes.stopped > 0 then
     line("  output tokens saved by stops: %d%s", s.tokens_saved,

@@ -130,10 +130,14 @@ local function process(req, o, eps, make_policy)
       sleep(endpoints.backoff(attempts + 1, o.retry_base, err))
     else
       local out_tokens = res.usage and math.tointeger(res.usage.completion_tokens) or tokens
-      local metrics = not err and stats.request(started, ended, times, out_tokens) or
-                      { e2e = ended - started, output_tokens = tokens }
+      local metrics, gaps, gap_sum
+      if err then
+        metrics = { e2e = ended - started, output_tokens = tokens }
+      else
+        metrics, gaps, gap_sum = stats.request(started, ended, times, out_tokens)
+      end
       return { req = req, res = res, attempts = attempts, metrics = metrics, endpoint = ep.url,
-               request_id = chat:headers()["x-request-id"] }, times
+               request_id = chat:headers()["x-request-id"] }, gaps, gap_sum
     end
   end
 end
@@ -212,12 +216,12 @@ function batch.run(o)
   local tty = sluice.isatty(2)
   local show_progress = not o.quiet and (o.progress ~= false)
 
-  local function write(r, times)
+  local function write(r, gaps, gap_sum)
     local text, rec = record.line(r)
     writer:write(text)
     if r.req then redone[hash(r.req.custom_id)] = true end
     local mt = r.req and r.req.body and (r.req.body.max_tokens or r.req.body.max_completion_tokens)
-    run:add(rec, times, math.tointeger(mt))
+    run:add(rec, gaps, math.tointeger(mt), gap_sum)
     if o.on_result then o.on_result(rec) end
   end
 
@@ -274,9 +278,9 @@ function batch.run(o)
       else
         pace()
         run.in_flight = run.in_flight + 1
-        local r, times = process(req, o, eps, make_policy)
+        local r, gaps, gap_sum = process(req, o, eps, make_policy)
         run.in_flight = run.in_flight - 1
-        write(r, times)
+        write(r, gaps, gap_sum)
       end
     end
   end

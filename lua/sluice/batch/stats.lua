@@ -23,33 +23,27 @@ end
 local function us(v) return v and floor(v * 1e6 + 0.5) / 1e6 end
 M.us = us
 
--- { mean, p50, p99 } of the list, or nil when it is empty.
-function M.describe(list)
-  local n = #list
-  if n == 0 then return nil end
-  local sorted, sum = {}, 0
-  for i = 1, n do
-    sorted[i] = list[i]
-    sum = sum + list[i]
-  end
-  table.sort(sorted)
-  return { mean = us(sum / n), p50 = us(quantile_sorted(sorted, 0.5)), p99 = us(quantile_sorted(sorted, 0.99)) }
-end
-
 -- The metrics of one finished request: started and ended (sluice.now()),
--- times (each token's arrival), tokens (output tokens).
+-- times (each token's arrival), tokens (output tokens). Returns them and the
+-- gaps between tokens, sorted (what the run's ITL histogram takes).
 function M.request(started, ended, times, tokens)
   local e2e = ended - started
   local m = { e2e = us(e2e), output_tokens = tokens }
-  if times[1] then
-    local ttft = times[1] - started
-    m.ttft = us(ttft)
-    if tokens > 1 then m.tpot = us((e2e - ttft) / (tokens - 1)) end
-    local gaps = {}
-    for i = 2, #times do gaps[i - 1] = times[i] - times[i - 1] end
-    m.itl = M.describe(gaps)
+  local n = #times
+  if n == 0 then return m, nil end
+  local ttft = times[1] - started
+  m.ttft = us(ttft)
+  if tokens > 1 then m.tpot = us((e2e - ttft) / (tokens - 1)) end
+  if n < 2 then return m, nil end
+  local gaps, sum, prev = {}, 0, times[1]
+  for i = 2, n do
+    local t = times[i]
+    local g = t - prev
+    gaps[i - 1], sum, prev = g, sum + g, t
   end
-  return m, times
+  table.sort(gaps)
+  m.itl = { mean = us(sum / (n - 1)), p50 = us(quantile_sorted(gaps, 0.5)), p99 = us(quantile_sorted(gaps, 0.99)) }
+  return m, gaps, sum
 end
 
 -- ---------------------------------------------------------------------------
@@ -65,14 +59,37 @@ function M.hist()
   return setmetatable({ n = 0, sum = 0, min = nil, max = nil, buckets = {} }, Hist)
 end
 
+local INVSTEP, LOGLOW = 1 / LOGSTEP, log(LOW)
+
 function Hist:add(v)
   if v == nil then return end
   self.n = self.n + 1
   self.sum = self.sum + v
   if not self.min or v < self.min then self.min = v end
   if not self.max or v > self.max then self.max = v end
-  local k = v > LOW and floor(log(v / LOW) / LOGSTEP) or 0
+  local k = v > LOW and floor((log(v) - LOGLOW) * INVSTEP) or 0
   self.buckets[k] = (self.buckets[k] or 0) + 1
+end
+
+-- Adds a sorted list whose sum is known (a request's token gaps): equal
+-- neighbours (the same bucket, nearly always) cost no logarithm.
+function Hist:add_sorted(list, sum)
+  local n = #list
+  if n == 0 then return end
+  local b = self.buckets
+  self.n = self.n + n
+  self.sum = self.sum + sum
+  if not self.min or list[1] < self.min then self.min = list[1] end
+  if not self.max or list[n] > self.max then self.max = list[n] end
+  local hi, k = -1, 0  -- values below hi share bucket k
+  for i = 1, n do
+    local v = list[i]
+    if v >= hi then
+      k = v > LOW and floor((log(v) - LOGLOW) * INVSTEP) or 0
+      hi = v > LOW and exp(LOGLOW + (k + 1) * LOGSTEP) or LOW
+    end
+    b[k] = (b[k] or 0) + 1
+  end
 end
 
 -- The value below which a fraction q of the values lie (within 1%).
@@ -117,8 +134,9 @@ end
 local MAX_REASONS = 20
 
 -- Counts one record: outcome, tokens, latency (kept only for requests that
--- did not fail), and saved tokens (max_tokens - output over stopped ones).
-function Run:add(rec, times, max_tokens)
+-- did not fail), and saved tokens (max_tokens - output over stopped ones);
+-- gaps: its token gaps, sorted, and their sum (stats.request's).
+function Run:add(rec, gaps, max_tokens, gap_sum)
   self.done = self.done + 1
   local sl = rec.sluice
   local m = sl.metrics or {}
@@ -149,7 +167,7 @@ function Run:add(rec, times, max_tokens)
   self.ttft:add(m.ttft)
   self.tpot:add(m.tpot)
   self.e2e:add(m.e2e)
-  for i = 2, #(times or {}) do self.itl:add(times[i] - times[i - 1]) end
+  if gaps then self.itl:add_sorted(gaps, gap_sum) end
 end
 
 local function duration(s)

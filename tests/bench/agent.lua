@@ -19,7 +19,8 @@ local c0, t0 = os.clock(), sluice.now()
 if mode == "agent" then
   local r = agent.run { client = client, model = "m", tools = { tool("first"), tool("second") }, max_turns = turns,
                         messages = messages, body = reply }
-  assert(r.turns == turns and #r.tool_calls == 2 * turns, "every turn called both tools")
+  assert(r.turns == turns and #r.tool_calls == 2 * turns,
+         ("every turn called both tools: %d turns, %s, %s"):format(r.turns, tostring(r.stop_reason), tostring(r.error)))
 else
   local tools_spec = require("sluice.agent.tools").spec { tool("first"), tool("second") }
   for _ = 1, turns do

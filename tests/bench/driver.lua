@@ -9,7 +9,7 @@
 local sluice = require "sluice"
 local cjson = require "cjson"
 
-local SCENARIOS = { "throughput", "stop", "concurrency", "slow", "startup", "batch" }
+local SCENARIOS = { "throughput", "stop", "concurrency", "slow", "startup", "batch", "agent" }
 
 local runs, out_path = tonumber(arg[1]) or 5, arg[2] or "bench.json"
 local only, asked = {}, {}
@@ -52,6 +52,15 @@ local function median(t)
   if n == 0 then return nil end
   if n % 2 == 1 then return s[(n + 1) // 2] end
   return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+-- the value below which a fraction q of t lies (nearest rank)
+local function percentile(t, q)
+  local s = {}
+  for i, v in ipairs(t) do s[i] = v end
+  table.sort(s)
+  if #s == 0 then return nil end
+  return s[math.max(1, math.min(#s, math.ceil(q * #s)))]
 end
 
 -- runs a worker (tests/bench/NAME.lua) on CPU 0; returns its decoded JSON line
@@ -104,88 +113,134 @@ if wanted("throughput") then
     messages = { { role = "user", content = "hi" } }, mock = { tokens_per_sec = 0 } }
   local bodyf = os.tmpname()
   local f = assert(io.open(bodyf, "w")); f:write(body); f:close()
-  local curl, core, deltas = {}, {}, {}
+  local curl, core, deltas, core_t, deltas_t = {}, {}, {}, {}, {}
+  -- the same runs with a trace (sluice --trace): what writing it costs
+  local trace = os.tmpname()
+  local function traced(mode)
+    os.remove(trace)
+    local r = worker_at(("SLUICE_TRACE=%q"):format(trace), url, "throughput", mode, N).rate
+    os.remove(trace)
+    return r
+  end
   -- a run lasts under 0.1 s, so one busy moment of the VM moves it a lot:
   -- three times as many runs, interleaved, for the medians
   for _ = 1, 3 * runs do
     local t = sh(("taskset -c 0 curl -sN -o /dev/null -w '%%{time_total}' -H 'Content-Type: application/json' --data-binary @%q %s/v1/chat/completions"):format(bodyf, url))
     curl[#curl + 1] = (N + 3) / tonumber(t)
     core[#core + 1] = worker("throughput", "core", N).rate
+    core_t[#core_t + 1] = traced("core")
     deltas[#deltas + 1] = worker("throughput", "deltas", N).rate
+    deltas_t[#deltas_t + 1] = traced("deltas")
   end
   os.remove(bodyf)
-  local c, k, d = median(curl), median(core), median(deltas)
-  results.throughput = { chunks = N, curl = curl, core = core, deltas = deltas,
-                         median = { curl = c, core = k, deltas = d } }
+  local c, k, d, kt, dt = median(curl), median(core), median(deltas), median(core_t), median(deltas_t)
+  results.throughput = { chunks = N, curl = curl, core = core, deltas = deltas, core_traced = core_t,
+                         deltas_traced = deltas_t,
+                         median = { curl = c, core = k, deltas = d, core_traced = kt, deltas_traced = dt } }
   table_md(("Throughput: %d chat.completion.chunk events, as fast as the socket takes them (chunks/s, median of %d)"):format(N, 3 * runs),
     { "client", "chunks/s", "ratio to curl -N", "target" },
     { { "curl -N > /dev/null (transport floor)", fmt(c), "1.00", "" },
       { "sluice core: `for ev in s:events()` touching ev.data", fmt(k), fmt(k / c, 2), ">= 2,000,000" },
       { "sluice openai: `client:chat(...):deltas()`", fmt(d), fmt(d / c, 2), ">= 1,000,000" } })
+  table_md(("Tracing: the same runs with `SLUICE_TRACE=FILE` (chunks/s, median of %d)"):format(3 * runs),
+    { "client", "untraced", "traced", "traced / untraced", "target" },
+    { { "sluice core", fmt(k), fmt(kt), fmt(kt / k, 3), ">= 0.95" },
+      { "sluice openai deltas (a text piece per token in the trace)", fmt(d), fmt(dt), fmt(dt / d, 3), ">= 0.95" } })
 end
 
 -- 2. stop latency ------------------------------------------------------------------
 if wanted("stop") then
   current = "stop"
-  local function measure(env, target)
+  local STOPS = math.max(100, 20 * runs)  -- per client, in the rows with a target: enough for a p99
+  local function summary(lat, after)
+    local max_after = 0
+    for _, v in ipairs(after) do max_after = math.max(max_after, v) end
+    return { latency_us = lat, chunks_after_keyword = after, median_us = median(lat),
+             p90_us = percentile(lat, 0.9), p99_us = percentile(lat, 0.99), max_after = max_after }
+  end
+  local function measure(env, target, n)
     local lat, after = {}, {}
-    for _ = 1, runs do
-      local r = worker_at(env, target, "stop_latency", 5)
+    while #lat < n do
+      local r = worker_at(env, target, "stop_latency", math.min(20, n - #lat))
       for _, v in ipairs(r.latency_us) do lat[#lat + 1] = v end
       for _, v in ipairs(r.after) do after[#after + 1] = v end
     end
-    local max_after = 0
-    for _, v in ipairs(after) do max_after = math.max(max_after, v) end
-    return { latency_us = lat, chunks_after_keyword = after, median_us = median(lat), max_after = max_after }
+    return summary(lat, after)
   end
   -- The same stops by a bare C client (tests/bench/floor_stop.c: epoll, read,
   -- memmem, close): what any client pays on this machine for the round trip.
-  local function measure_c(target, mode)
+  local function measure_c(target, mode, n)
     local ids = cjson.decode(sh(("taskset -c 0 %q %q %d %s"):format(bindir .. "/floor_stop", target,
-                                                                      5 * runs, mode)):match("%b{}")).ids
-    local want, lat, after, max_after = {}, {}, {}, 0
+                                                                      n, mode)):match("%b{}")).ids
+    local want, lat, after = {}, {}, {}
     for _, id in ipairs(ids) do want[id] = true end
     local res = assert(sluice.fetch { url = target .. "/stats" })
     for _, r in ipairs(cjson.decode(res.body).requests) do
       if want[r.id] and r.client_closed and r.stop_latency_us ~= cjson.null then
         lat[#lat + 1] = r.stop_latency_us
         after[#after + 1] = r.tokens_sent - 101
-        max_after = math.max(max_after, r.tokens_sent - 101)
       end
     end
     assert(#lat == #ids, "the C client's stops were not all recorded")
-    return { latency_us = lat, chunks_after_keyword = after, median_us = median(lat), max_after = max_after }
+    return summary(lat, after)
   end
-  local default = measure("", url)
-  local default_c = measure_c(url, "sleep")
+  local default = measure("", url, STOPS)
+  local default_c = measure_c(url, "sleep", STOPS)
+  -- Where a stop's time goes, from sluice's own trace of the same stops: the
+  -- read that brought the keyword -> the socket shut (sluice's part), against
+  -- the whole (the mock writing the keyword -> seeing the close).
+  local trace = os.tmpname()
+  os.remove(trace)
+  local traced = measure(("SLUICE_TRACE=%q"):format(trace), url, STOPS)
+  local own = {}
+  do
+    local last_data, stopped = {}, {}
+    for line in io.lines(trace) do
+      local ev = cjson.decode(line)
+      if ev.ev == "data" then last_data[ev.s] = ev.t
+      elseif ev.ev == "stop" then stopped[ev.s] = last_data[ev.s]
+      elseif ev.ev == "close" and stopped[ev.s] then own[#own + 1] = (ev.t - stopped[ev.s]) * 1e6 end
+    end
+    os.remove(trace)
+  end
   -- Both processes spinning instead of sleeping in poll: what is left is
   -- sluice's own work plus the kernel's, without two wake-ups of idle CPUs.
   local busy_server = mock.start { quiet = true, cpu = 1, busy_poll = true }
-  local busy = measure("SLUICE_BUSY_POLL=1", busy_server.root)
-  local busy_c = measure_c(busy_server.root, "spin")
+  local busy = measure("SLUICE_BUSY_POLL=1", busy_server.root, 5 * runs)
+  local busy_c = measure_c(busy_server.root, "spin", 5 * runs)
   -- Only the client sleeping: the mock's own wake-up is out of the figure.
-  local client_sleeps = measure("", busy_server.root)
-  local client_sleeps_c = measure_c(busy_server.root, "sleep")
+  local client_sleeps = measure("", busy_server.root, 5 * runs)
+  local client_sleeps_c = measure_c(busy_server.root, "sleep", 5 * runs)
   busy_server.stop()
   -- the machine's floor for a round trip between two pinned processes
   local floor = cjson.decode(sh(("%q"):format(bindir .. "/pingpong")):match("%b{}"))
   results.stop = { default = default, busy_poll = busy, c_client = default_c, c_client_spinning = busy_c,
-                   client_sleeps = client_sleeps, c_client_sleeps = client_sleeps_c, floor = floor }
-  local function row(name, r, c)
-    return { name, fmt(r.median_us), c and fmt(r.median_us / c.median_us, 2) or "",
-             fmt(math.min(table.unpack(r.latency_us))), fmt(math.max(table.unpack(r.latency_us))),
-             fmt(r.max_after), c and "<= 50 us, 0 chunks" or "" }
+                   client_sleeps = client_sleeps, c_client_sleeps = client_sleeps_c, floor = floor,
+                   traced = traced, own_us = own }
+  local function row(name, r, c, target)
+    return { name, fmt(r.median_us), fmt(r.p90_us), fmt(r.p99_us), c and fmt(r.p99_us / c.p99_us, 2) or "",
+             fmt(math.max(table.unpack(r.latency_us))), tostring(#r.latency_us), fmt(r.max_after), target or "" }
   end
-  table_md(("Stop latency: 5,000 chunks at one per 2 ms, keyword in chunk 100, policy.stop_on (%d stops each); keyword written -> mock sees the close, us"):format(#default.latency_us),
-    { "client", "median", "ratio to the C client", "min", "max", "chunks after the keyword (max)", "target" },
-    { row("sluice, default (client and mock sleep in epoll)", default, default_c),
+  table_md("Stop latency: 5,000 chunks at one per 2 ms, keyword in chunk 100, policy.stop_on; " ..
+           "keyword written -> mock sees the close, us",
+    { "client", "median", "p90", "p99", "p99 / C client's p99", "max", "stops", "chunks after the keyword (max)",
+      "target" },
+    { row("sluice, default (client and mock sleep in epoll)", default, default_c, "p99 <= 1.5x C's; 0 chunks"),
       row("floor: bare C client (epoll, read, memmem, close), same mock", default_c),
+      row("sluice, default, traced (`SLUICE_TRACE`)", traced, default_c),
       row("sluice, default (sleeps in epoll), sluice-mock --busy-poll", client_sleeps, client_sleeps_c),
       row("floor: bare C client sleeping, sluice-mock --busy-poll", client_sleeps_c),
       row("sluice, SLUICE_BUSY_POLL=1, sluice-mock --busy-poll", busy, busy_c),
       row("floor: bare C client spinning, sluice-mock --busy-poll", busy_c),
       { "floor: a C ping-pong over loopback, sleeping / spinning (round trip)",
-        fmt(floor.sleeping_rtt_us) .. " / " .. fmt(floor.spinning_rtt_us), "", "", "", "", "" } })
+        fmt(floor.sleeping_rtt_us) .. " / " .. fmt(floor.spinning_rtt_us), "", "", "", "", "", "", "" } })
+  table_md("Where the traced stops' time goes: sluice's own part, from its trace (the read that brought the " ..
+           "keyword -> the socket shut), us",
+    { "part", "median", "p90", "p99", "max", "stops" },
+    { { "sluice: read -> shutdown()", fmt(median(own), 1), fmt(percentile(own, 0.9), 1),
+        fmt(percentile(own, 0.99), 1), fmt(#own > 0 and math.max(table.unpack(own)) or nil, 1), tostring(#own) },
+      { "the whole stop (as above, traced)", fmt(traced.median_us), fmt(traced.p90_us), fmt(traced.p99_us),
+        fmt(math.max(table.unpack(traced.latency_us))), tostring(#traced.latency_us) } })
 end
 
 -- 3. concurrency ---------------------------------------------------------------------
@@ -417,6 +472,29 @@ if wanted("batch") then
         mark(resume.median.wall < 1) } })
 end
 
+-- 7. agent loop ----------------------------------------------------------------------
+-- The loop's own CPU per turn: sluice.agent (two tool calls a turn, each in
+-- its task, events, budgets) against its floor, the same requests and
+-- messages by hand with client:chat (tests/bench/agent.lua).
+if wanted("agent") then
+  current = "agent"
+  local TURNS = 200  -- the conversation is sent whole each turn: longer ones pass the mock's body limit
+  local ag, fl = {}, {}
+  for _ = 1, 3 * runs do  -- short runs: interleaved, three times as many
+    ag[#ag + 1] = worker("agent", "agent", TURNS).cpu / TURNS * 1e6
+    fl[#fl + 1] = worker("agent", "floor", TURNS).cpu / TURNS * 1e6
+  end
+  local own = {}
+  for i = 1, #ag do own[i] = ag[i] - fl[i] end
+  results.agent = { turns = TURNS, agent_us = ag, floor_us = fl,
+                    median = { agent = median(ag), floor = median(fl), own = median(own) } }
+  table_md(("Agent loop: %d turns, each a streamed answer with two tool calls and their results sent back (CPU us per turn, median of %d)"):format(TURNS, 3 * runs),
+    { "client", "CPU us / turn", "target" },
+    { { "`agent.run` (tools in tasks, events, budgets)", fmt(median(ag)), "" },
+      { "floor: the same requests with `client:chat`, messages appended by hand", fmt(median(fl)), "" },
+      { "the loop's own (agent - floor, paired runs)", fmt(median(own)), "<= 200" } })
+end
+
 server.stop()
 local f = assert(io.open(out_path, "w"))
 f:write(cjson.encode(results), "\n")
@@ -447,7 +525,15 @@ local NOTES = {
   `cancel`), then the `shutdown` that sends the close. sluice shuts an HTTP/1 socket itself before
   handing the transfer back to curl, whose own close comes ~10 µs later, at the end of its clean-up.
 - Chunks written after the keyword are 0 unless the machine stalls the client for longer than the
-  2 ms between chunks.]],
+  2 ms between chunks.
+- The tail, from sluice's own trace of the same stops (the second table): sluice's part, from the read
+  that brought the keyword to `shutdown()`, stays in the tens of µs up to its p99; the stops of a
+  millisecond or more are the kernel waking a process on a busy 2-core VM -- the keyword waiting to be
+  read, or the close waiting for the mock to run -- and the bare C client has them as often.]],
+  agent = [[
+- The mock answers each turn at once, so what is measured is CPU: the loop's tasks (one per tool call),
+  its events, the argument checks, the budgets and the bookkeeping of messages, against the same
+  requests made by hand.]],
   concurrency = [[
 - 1,000 streams are one `read` per chunk, 200,000 of them in 4 s. perf puts most of the plain-sockets
   client's CPU in the kernel: the TCP receive path and the ACK each read sends back (which, over
@@ -510,7 +596,7 @@ local NOTES = {
   nothing left to send (about a third of the time). Wall time from fork to exit.]],
 }
 local HEADINGS = { throughput = "Throughput", stop = "Stop latency", concurrency = "Concurrency",
-                   slow = "Slow consumer", startup = "Start-up", batch = "Batch" }
+                   slow = "Slow consumer", startup = "Start-up", batch = "Batch", agent = "Agent loop" }
 
 local function read_all(path)
   local fh = io.open(path, "rb")

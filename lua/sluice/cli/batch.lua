@@ -58,77 +58,47 @@ The API key comes from $OPENAI_API_KEY. Exit status: 0 when every line has
 its record (failures included), 1 when interrupted, 2 for usage errors.
 ]]
 
-local function usage_error(msg)
-  io.stderr:write("sluice batch: ", msg, " (sluice batch --help)\n")
-  os.exit(2)
-end
+local cl = require("sluice.cmdline").new("sluice batch", arg, USAGE)
+local function usage_error(msg) cl:error(msg) end
 
 local o = { base_url = nil, stop_on = nil }
-local i = 1
-local function value(flag)
-  local v = arg[i + 1]
-  if v == nil then usage_error(flag .. " needs a value") end
-  i = i + 1
-  return v
-end
-local function number(flag)
-  local v = value(flag)
-  local n = tonumber(v)
-  if not n or n < 0 then usage_error(flag .. " needs a non-negative number, got " .. v) end
-  return n
-end
-local function integer(flag, min)
-  local n = math.tointeger(number(flag))
-  if not n or n < (min or 0) then usage_error(flag .. " needs an integer of at least " .. (min or 0)) end
-  return n
-end
-
 local timeouts
-while i <= #arg do
-  local a = arg[i]
-  local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-  if flag then
-    a = flag
-    table.insert(arg, i + 1, inline)
-  end
-  if a == "-h" or a == "--help" then
-    io.write(USAGE)
-    os.exit(0)
-  elseif a == "-i" or a == "--input" then o.input = value(a)
-  elseif a == "--prompts" then o.prompts = value(a)
-  elseif a == "--model" then o.model = value(a)
-  elseif a == "-o" or a == "--output" then o.output = value(a)
+for a in cl:each() do
+  if a == "-i" or a == "--input" then o.input = cl:value(a)
+  elseif a == "--prompts" then o.prompts = cl:value(a)
+  elseif a == "--model" then o.model = cl:value(a)
+  elseif a == "-o" or a == "--output" then o.output = cl:value(a)
   elseif a == "--redo-failed" then o.redo_failed = true
   elseif a == "--shard" then
-    o.shard = value(a)
+    o.shard = cl:value(a)
     local k, n = o.shard:match("^(%d+)/(%d+)$")
     if not k or tonumber(k) >= tonumber(n) then usage_error("--shard needs K/N with 0 <= K < N") end
-  elseif a == "--summary" then o.summary = value(a)
-  elseif a == "--trace" then o.trace = value(a)
-  elseif a == "--confirm" then o.confirm = value(a)
+  elseif a == "--summary" then o.summary = cl:value(a)
+  elseif a == "--trace" then o.trace = cl:value(a)
+  elseif a == "--confirm" then o.confirm = cl:value(a)
   elseif a == "-q" or a == "--quiet" then o.quiet = true
   elseif a == "--base-url" then
     o.base_url = o.base_url or {}
-    o.base_url[#o.base_url + 1] = value(a)
-  elseif a == "-c" or a == "--concurrency" then o.concurrency = integer(a, 1)
-  elseif a == "--rate" then o.rate = number(a)
+    o.base_url[#o.base_url + 1] = cl:value(a)
+  elseif a == "-c" or a == "--concurrency" then o.concurrency = cl:integer(a, 1)
+  elseif a == "--rate" then o.rate = cl:number(a)
   elseif a == "--poisson" then o.poisson = true
-  elseif a == "--retries" then o.retries = integer(a, 0)
-  elseif a == "--retry-base" then o.retry_base = number(a)
+  elseif a == "--retries" then o.retries = cl:integer(a, 0)
+  elseif a == "--retry-base" then o.retry_base = cl:number(a)
   elseif a == "--first-byte-timeout" or a == "--idle-timeout" or a == "--connect-timeout" then
     timeouts = timeouts or {}
-    timeouts[a:match("^%-%-(.-)%-timeout$"):gsub("-", "_")] = number(a)
+    timeouts[a:match("^%-%-(.-)%-timeout$"):gsub("-", "_")] = cl:number(a)
   elseif a == "--insecure" then o.insecure = true
-  elseif a == "--ca-file" then o.ca_file = value(a)
+  elseif a == "--ca-file" then o.ca_file = cl:value(a)
   elseif a == "--stop-on" then
     o.stop_on = o.stop_on or {}
-    o.stop_on[#o.stop_on + 1] = value(a)
-  elseif a == "--max-output" then o.max_output = integer(a, 1)
-  elseif a == "--deadline" then o.deadline = number(a)
-  elseif a == "--ttft" then o.ttft = number(a)
-  elseif a == "--idle" then o.idle = number(a)
+    o.stop_on[#o.stop_on + 1] = cl:value(a)
+  elseif a == "--max-output" then o.max_output = cl:integer(a, 1)
+  elseif a == "--deadline" then o.deadline = cl:number(a)
+  elseif a == "--ttft" then o.ttft = cl:number(a)
+  elseif a == "--idle" then o.idle = cl:number(a)
   elseif a == "--policy" then
-    local file = value(a)
+    local file = cl:value(a)
     local chunk, err = loadfile(file)
     if not chunk then usage_error("--policy: " .. err) end
     local ok, p = pcall(chunk)
@@ -137,7 +107,6 @@ while i <= #arg do
   else
     usage_error("unknown option " .. a)
   end
-  i = i + 1
 end
 o.timeouts = timeouts
 

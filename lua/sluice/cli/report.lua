@@ -38,55 +38,22 @@ Exit status: 0; 1 when an output cannot be written; 2 for usage errors and
 for a FILE that cannot be read or is none of the three kinds.
 ]]
 
-local function usage_error(msg)
-  io.stderr:write("sluice report: ", msg, " (sluice report --help)\n")
-  os.exit(2)
-end
+local cl = require("sluice.cmdline").new("sluice report", arg, USAGE)
+local function usage_error(msg) cl:error(msg) end
 
 local o = { rows = nil, colour = "auto" }
 local input
-local i = 1
-local function value(flag)
-  local v = arg[i + 1]
-  if v == nil then usage_error(flag .. " needs a value") end
-  i = i + 1
-  return v
-end
-local function count(flag)
-  local v = value(flag)
-  local n = math.tointeger(tonumber(v))
-  if not n or n < 0 then usage_error(flag .. " needs a whole number, got " .. v) end
-  return n
-end
-
-while i <= #arg do
-  local a = arg[i]
-  local flag, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-  if flag then
-    a = flag
-    table.insert(arg, i + 1, inline)
-  end
-  if a == "-h" or a == "--help" then
-    io.write(USAGE)
-    os.exit(0)
-  elseif a == "-o" or a == "--output" then o.output = value(a)
-  elseif a == "--svg" then o.svg = value(a)
-  elseif a == "--sort" then
-    o.sort = value(a)
-    if o.sort ~= "start" and o.sort ~= "duration" and o.sort ~= "tokens" then
-      usage_error("--sort needs start, duration or tokens, got " .. o.sort)
-    end
-  elseif a == "--rows" then o.rows = count(a)
+for a in cl:each() do
+  if a == "-o" or a == "--output" then o.output = cl:value(a)
+  elseif a == "--svg" then o.svg = cl:value(a)
+  elseif a == "--sort" then o.sort = cl:choice(a, { "start", "duration", "tokens" })
+  elseif a == "--rows" then o.rows = cl:integer(a, 0)
   elseif a == "--width" then
-    o.width = count(a)
+    o.width = cl:integer(a, 0)
     if o.width < 40 then usage_error("--width needs at least 40 columns") end
-  elseif a == "--color" or a == "--colour" then
-    o.colour = value(a)
-    if o.colour ~= "auto" and o.colour ~= "always" and o.colour ~= "never" then
-      usage_error(a .. " needs auto, always or never, got " .. o.colour)
-    end
+  elseif a == "--color" or a == "--colour" then o.colour = cl:choice(a, { "auto", "always", "never" })
   elseif a == "--all" then o.plain = true
-  elseif a == "--title" then o.title = value(a)
+  elseif a == "--title" then o.title = cl:value(a)
   elseif a:sub(1, 1) == "-" and a ~= "-" then
     usage_error("unknown option " .. a)
   elseif input then
@@ -94,7 +61,6 @@ while i <= #arg do
   else
     input = a
   end
-  i = i + 1
 end
 if not input then usage_error("which FILE? give a trace, batch output or agent transcript") end
 if input == "-" then input = "/dev/stdin" end

@@ -18,21 +18,10 @@ local function client(headers)
   return openai.client { base_url = BASE, api_key = "", headers = headers }
 end
 
-local function tmp()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
+local tmp = T.tmpname
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read, gone = T.read_file, T.gone
 
-local function gone(pid) return read("/proc/" .. pid .. "/stat") == nil end
 
 local ADD = {
   name = "add", description = "Adds two numbers.",

@@ -9,11 +9,7 @@ local T = require "testlib"
 local BASE = T.url .. "/v1"
 local SLUICE = os.getenv("SLUICE_BIN")
 
-local function tmp()
-  local p = os.tmpname()
-  os.remove(p)
-  return p
-end
+local tmp = T.tmpname
 
 local function write_lines(path, lines)
   local f = assert(io.open(path, "w"))

@@ -68,12 +68,7 @@ local function drain(s)
   end
 end
 
--- Tokens the mock sent after `t` (from the send times of its last four).
-local function sent_after(rec, t)
-  local n = 0
-  for _, at in ipairs(rec.recent_token_at) do if at > t then n = n + 1 end end
-  return n
-end
+local sent_after = T.sent_after
 
 -- Do streams share a connection with the libcurl sluice loads?
 local MUX = sluice._h2_multiplex()

@@ -110,12 +110,7 @@ local function open(which, mock, body, opts)
   return T.open(mock, o)
 end
 
--- Tokens the mock sent after `t` (from the send times of its last four).
-local function sent_after(rec, t)
-  local n = 0
-  for _, at in ipairs(rec.recent_token_at) do if at > t then n = n + 1 end end
-  return n
-end
+local sent_after = T.sent_after
 
 -- The guarantee through nginx: the mock saw the close, and sent at most 2
 -- tokens after the stop (one hop more than without nginx). Prints the

@@ -44,17 +44,8 @@ f:close()
 sluice.sleep(100)
 ]]
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read, gone = T.read_file, T.gone
 
-local function gone(pid)
-  return read("/proc/" .. pid .. "/stat") == nil
-end
 
 local SIGNALS = { HUP = 1, INT = 2, QUIT = 3, TERM = 15 }
 

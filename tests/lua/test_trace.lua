@@ -43,6 +43,15 @@ local function stream_lines(lines, s)
   return by, seq
 end
 
+-- The text pieces of a stream's text lines, in order.
+local function pieces_of(by)
+  local pieces = {}
+  for _, l in ipairs(by.text or {}) do
+    for _, p in ipairs(l.pieces) do pieces[#pieces + 1] = p end
+  end
+  return pieces
+end
+
 local function run_child(dir, script, args, env)
   local path = dir .. "/child.lua"
   procs.write(path, script)
@@ -101,10 +110,7 @@ print(cjson.encode { text = table.concat(text), pieces = #text, reason = r.stop_
   T.eq(by.head[1].status, 200, "status")
   T.eq(by.note[1].max_tokens, 40, "the openai note: max_tokens")
   -- every piece of text the script read, in order, one per token
-  local pieces = {}
-  for _, l in ipairs(by.text or {}) do
-    for _, p in ipairs(l.pieces) do pieces[#pieces + 1] = p end
-  end
+  local pieces = pieces_of(by)
   T.eq(#pieces, out.pieces, "text pieces: one per delta the script read")
   T.eq(table.concat(pieces), out.text, "the text")
   -- events: a size per event (its data), as many as the end line counts;
@@ -147,10 +153,7 @@ print(cjson.encode { text = table.concat(text), pieces = #text, id = chat.s:metr
 ]], { "--trace", trace })
   T.eq(out.pieces, 12, "the script read 12 deltas")
   local by = stream_lines(read_trace(trace), out.id)
-  local pieces = {}
-  for _, l in ipairs(by.text or {}) do
-    for _, p in ipairs(l.pieces) do pieces[#pieces + 1] = p end
-  end
+  local pieces = pieces_of(by)
   T.eq(#pieces, 12, "pieces in the trace")
   T.eq(table.concat(pieces), out.text, "the text")
   T.eq(by["end"][1].state, "done", "end state")

@@ -38,6 +38,33 @@ function T.contains(s, needle, what)
   end
 end
 
+-- A file's contents, or nil when it cannot be read.
+function T.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Has process pid exited and been reaped?
+function T.gone(pid) return T.read_file("/proc/" .. pid .. "/stat") == nil end
+
+-- A fresh temporary path (nothing there).
+function T.tmpname()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
+-- Tokens the mock sent after `t` (sluice.now()'s clock), from the send times
+-- of its last four (rec.recent_token_at).
+function T.sent_after(rec, t)
+  local n = 0
+  for _, at in ipairs(rec.recent_token_at) do if at > t then n = n + 1 end end
+  return n
+end
+
 -- A chat completion request body for the mock; mock = per-request behaviour.
 function T.chat(mock, extra)
   local body = { model = "mock-model", stream = true,
@@ -182,11 +209,7 @@ function T.assert_stopped(id, seen, stopped_at)
   T.ok(not rec.completed, "response not completed")
   T.ok(rec.closed_at, "closed_at recorded")
   if stopped_at then
-    local after = 0
-    for _, t in ipairs(rec.recent_token_at) do
-      if t > stopped_at then after = after + 1 end
-    end
-    T.le(after, 1, "tokens the mock sent after the stop (of its last " .. #rec.recent_token_at .. ")")
+    T.le(T.sent_after(rec, stopped_at), 1, "tokens the mock sent after the stop (of its last " .. #rec.recent_token_at .. ")")
   else
     T.le(rec.tokens_sent - seen, 1, "tokens generated after the stop")
   end

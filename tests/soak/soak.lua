@@ -220,15 +220,21 @@ local function check_stats()
   active = out.active
 end
 
+-- Everything finished and collected, the mock's record checked, memory
+-- given back: where the baseline and the end are measured.
+local function settle()
+  collectgarbage()
+  collectgarbage()
+  sleep(0.2)
+  check_stats()
+  sluice._drop_connections()
+  collectgarbage()
+  sluice._trim()
+end
+
 -- warm-up, then the baseline
 run_for(math.min(20, minutes * 60 / 4), concurrency)
-collectgarbage()
-collectgarbage()
-sleep(0.2)
-check_stats()
-sluice._drop_connections()
-collectgarbage()
-sluice._trim()
+settle()
 local base_fds, base_rss, base_lua = sluice._census().open_fds, status_kb("VmRSS"), collectgarbage("count")
 local t0, peak_rss = now(), base_rss
 
@@ -245,13 +251,7 @@ end
 local soak_seconds = now() - t0
 
 -- the end: nothing left, back to the baseline
-collectgarbage()
-collectgarbage()
-sleep(0.2)
-check_stats()
-sluice._drop_connections()
-collectgarbage()
-sluice._trim()
+settle()
 local c = sluice._census()
 local fds, rss = c.open_fds, status_kb("VmRSS")
 for _, k in ipairs { "streams", "fetches", "children", "stdin" } do

@@ -9,13 +9,7 @@ local bin = assert(os.getenv("SLUICE_BIN"), "SLUICE_BIN")
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = T.read_file
 
 local function exists(path) return read_file(path) ~= nil end
 

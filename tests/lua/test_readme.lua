@@ -37,18 +37,9 @@ local SERVERS = {
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read_file(path) return assert(T.read_file(path), "cannot read " .. path) end
 
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local write_file = T.write_file
 
 local function squash(s) return (s:gsub("[ \t]+", " ")) end
 

@@ -32,18 +32,9 @@ end
 
 local function rmdir(p) sluice.exec({ "rm", "-rf", p }, { timeout = 10 }) end
 
-local function read_file(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read_file(p) return assert(T.read_file(p), "cannot read " .. p) end
 
-local function write_file(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
+local write_file = T.write_file
 
 -- sluice report ARGS with COLUMNS=columns: code, stdout, stderr.
 local function report(args, columns)

@@ -47,6 +47,12 @@ function T.read_file(path)
   return s
 end
 
+function T.write_file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 -- Has process pid exited and been reaped?
 function T.gone(pid) return T.read_file("/proc/" .. pid .. "/stat") == nil end
 

@@ -241,6 +241,7 @@ static void new_stream(lua_State *L, int fetch) {
   if (rt->stopping) luaL_error(L, "cannot start a stream: the runtime is shutting down");
   if (sl_curlm_ensure(&rt->net, why, sizeof why) != 0)
     luaL_error(L, "cannot start a stream: %s", why);
+  if (rt->net.transfers >= rt->gc_mark) sl_runtime_collect(rt, L);  /* dropped streams */
   read_opts(L, &o, fetch);  /* may leave the encoded JSON body at index 2 */
   ud = lua_newuserdatauv(L, sizeof *ud, 0);  /* exists before the transfer */
   *ud = NULL;

@@ -80,7 +80,14 @@ struct sl_runtime {
   int stop_asked;         /* stop resuming tasks; shut down after this pass */
   int stopping;           /* the shutdown walk has begun */
   volatile sig_atomic_t interrupted;  /* a signal arrived (set by its handler) */
+  int gc_mark;            /* live transfers at which the next full collection runs */
+  int gc_wanted;          /* every stream paused on the queues' limit: collect */
+  double gc_last;         /* when the runtime last ran a full collection */
 };
+
+/* A full collection, for the streams a script dropped while open (see
+   runtime.c); L is rt->L or one of its coroutines. */
+void sl_runtime_collect(sl_runtime *rt, lua_State *L);
 
 /* Times at or above this many seconds mean "no limit" (2^53 ms). */
 #define SL_NO_LIMIT 9007199254740.992

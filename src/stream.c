@@ -194,6 +194,7 @@ static size_t cb_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   }
   if (s->q.len - s->qhead >= QUEUE_HIGH ||
       (s->queued > 0 && s->rt->net.queued_bytes >= QUEUES_HIGH)) {
+    if (s->rt->net.queued_bytes >= QUEUES_HIGH) s->rt->gc_wanted = 1;  /* dropped streams' queues? */
     s->paused = 1;  /* curl keeps this chunk and hands it over again */
     return CURL_WRITEFUNC_PAUSE;
   }

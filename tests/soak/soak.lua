@@ -4,7 +4,8 @@
 -- malformed chunk, 500) or the server finishing -- with sluice.exec and
 -- sluice.fetch calls mixed in. Then: every request the mock saw matches a
 -- stream this script started and is closed; no request got more than one
--- token after its stop; the runtime's census is back to its baseline; open
+-- token after its stop (beyond what a starved process explains: see
+-- check_stats); the runtime's census is back to its baseline; open
 -- descriptors and RSS within 5% of the baseline taken after warm-up; no child
 -- left. Prints one JSON line of figures; exits 1 on a broken property.
 --   sluice tests/soak/soak.lua MINUTES [CONCURRENCY]
@@ -165,7 +166,7 @@ end
 -- each must be one of ours; each stop at most one token late. Looked at by a
 -- child process, so that this one never holds the big document (its RSS is
 -- measured).
-local checked, late, active = 0, 0, 0
+local checked, late, active, late_stops = 0, 0, 0, {}
 local checker = os.tmpname()
 do
   local f = assert(io.open(checker, "w"))
@@ -188,8 +189,10 @@ do
         local after = 0
         for _, t in ipairs(r.recent_token_at) do if t > tonumber(at) then after = after + 1 end end
         if after > 1 then
-          out.late[#out.late + 1] = ("%s (%s): %d tokens after the stop at %s: sent at %s, the mock saw the close at %s"):format(
-            id, way, after, at, table.concat(r.recent_token_at, ","), tostring(r.closed_at))
+          out.late[#out.late + 1] = {
+            text = ("%s (%s): %d tokens after the stop at %s: sent at %s, the mock saw the close at %s"):format(
+              id, way, after, at, table.concat(r.recent_token_at, ","), tostring(r.closed_at)),
+            close_seen_after = type(r.closed_at) == "number" and r.closed_at - tonumber(at) or nil }
         end
       else
         out.pending[#out.pending + 1] = line
@@ -210,7 +213,16 @@ local function check_stats()
   local out = cjson.decode(r.stdout ~= "" and r.stdout or "{}") or {}
   if r.code ~= 0 then problem("the checker failed: " .. r.stderr:sub(1, 200)) return end
   checked = checked + out.checked
-  for _, l in ipairs(out.late) do late = late + 1 problem(l) end
+  for _, l in ipairs(out.late) do
+    -- On a loaded 2-core machine a process can be kept off the CPU for a
+    -- millisecond or two: the close then reaches the mock a little late, or
+    -- the mock, catching up, writes two due tokens at once. Such stops are
+    -- listed; a close that took over 20 ms to reach the mock, or late stops
+    -- in more than one stop in a thousand, are a broken property.
+    late = late + 1
+    if #late_stops < 20 then late_stops[#late_stops + 1] = l.text end
+    if not l.close_seen_after or l.close_seen_after > 0.02 then problem(l.text) end
+  end
   for _, id in ipairs(out.strangers) do problem("a request the script never made: " .. id) end
   stops = {}
   for _, line in ipairs(#out.pending < 5000 and out.pending or {}) do
@@ -237,6 +249,7 @@ run_for(math.min(20, minutes * 60 / 4), concurrency)
 settle()
 local base_fds, base_rss, base_lua = sluice._census().open_fds, status_kb("VmRSS"), collectgarbage("count")
 local t0, peak_rss = now(), base_rss
+local peak_streams, peak_fds = 0, 0
 
 -- the soak, in rounds of at most 30 s with a look at the mock's record between
 local left = minutes * 60
@@ -245,6 +258,12 @@ while left > 0 do
   run_for(round, concurrency)
   left = left - round
   peak_rss = math.max(peak_rss, status_kb("VmHWM"))
+  -- streams dropped while open must not pile up between collections
+  local live = sluice._census()
+  peak_streams, peak_fds = math.max(peak_streams, live.streams), math.max(peak_fds, live.open_fds)
+  if live.streams > 4 * concurrency then
+    problem(("%d streams alive with %d workers: dropped ones pile up"):format(live.streams, concurrency))
+  end
   if os.getenv("SOAK_VERBOSE") then io.stderr:write(("round: RSS %d kB, lua %d kB\n"):format(status_kb("VmRSS"), math.floor(collectgarbage("count")))) end
   check_stats()
 end
@@ -252,6 +271,9 @@ local soak_seconds = now() - t0
 
 -- the end: nothing left, back to the baseline
 settle()
+if late > math.max(2, checked / 1000) then
+  problem(("%d of %d stops had more than one token after them"):format(late, checked))
+end
 local c = sluice._census()
 local fds, rss = c.open_fds, status_kb("VmRSS")
 for _, k in ipairs { "streams", "fetches", "children", "stdin" } do
@@ -268,8 +290,9 @@ os.remove(checker)
 
 print(cjson.encode {
   minutes = minutes, seconds = soak_seconds, concurrency = concurrency, requests = started_ids, by_way = counts,
-  stops_checked = checked, stops_late = late, peak_rss_mb = peak_rss / 1024, baseline_rss_mb = base_rss / 1024,
+  stops_checked = checked, stops_late = late, late_stops = late_stops, peak_rss_mb = peak_rss / 1024, baseline_rss_mb = base_rss / 1024,
   final_rss_mb = rss / 1024, baseline_fds = base_fds, final_fds = fds, problems = problems,
+  peak_streams_at_round_end = peak_streams, peak_fds_at_round_end = peak_fds,
   baseline_lua_kb = math.floor(base_lua), final_lua_kb = math.floor(collectgarbage("count")),
 })
 os.exit(#problems == 0 and 0 or 1)

@@ -28,6 +28,8 @@ static int eat(scan *s, char c) {
   return 0;
 }
 
+static int hex4(const char *p, unsigned *v);
+
 /* A string at s->p (the opening quote): sets its body and length. */
 static int string(scan *s, const char **b, size_t *n, int *escaped) {
   const char *q;
@@ -53,14 +55,19 @@ static int string(scan *s, const char **b, size_t *n, int *escaped) {
       q = hit + 2;
       break;
     case 'u': {
-      int i;
-      if (s->end - hit < 6) return 0;
-      for (i = 2; i < 6; i++) {
-        char c = hit[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-          return 0;
-      }
+      /* As strict as the full decoder: a surrogate half is only accepted
+         as a high one followed by a low one. */
+      unsigned cp, lo;
+      if (s->end - hit < 6 || !hex4(hit + 2, &cp)) return 0;
       q = hit + 6;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (s->end - q < 6 || q[0] != '\\' || q[1] != 'u' || !hex4(q + 2, &lo) ||
+            lo < 0xDC00 || lo > 0xDFFF)
+          return 0;
+        q += 6;
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return 0;
+      }
       break;
     }
     default:

@@ -52,6 +52,14 @@ int main(void) {
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\x01\"}}]}", NULL)); /* control char */
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud800\"}}]}", NULL)); /* lone surrogate */
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\q\"}}]}", NULL));  /* bad escape */
+  /* Found by tests/fuzz/fuzz_chunk: a skipped string (a key, the id) with a
+     surrogate half that is not a pair is not JSON to the full decoder (cjson
+     and jansson refuse it), so the chunk must not be accepted either. */
+  CHECK(simple("{\"id\":\"\\udc00\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"id\":\"\\ud83dx\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"id\":\"\\ud83d\\u00e9\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"\\ud800\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"id\":\"\\ud83d\\ude00\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", "a"));
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":null}}]}", NULL));     /* no text */
   CHECK(simple("[DONE]", NULL));
   CHECK(simple("{\"id\":x,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));

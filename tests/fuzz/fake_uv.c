@@ -11,7 +11,6 @@
 #include "fake_uv.h"
 
 #define MAX_HANDLES 8
-#define MAX_WRITES 64
 
 typedef struct handle {
   uv_handle_t *h;
@@ -39,8 +38,8 @@ static struct {
   timer timers[MAX_HANDLES];
   int ntimers;
   uint64_t order;
-  write writes[MAX_WRITES];
-  int nwrites;
+  write *writes;             /* queued, oldest first */
+  int nwrites, writes_cap;
   uv_stream_t *reader;
   uv_alloc_cb alloc_cb;
   uv_read_cb read_cb;
@@ -63,6 +62,7 @@ static void output(const char *p, size_t n) {
 
 void fake_uv_reset(size_t window) {
   free(fake.out);
+  free(fake.writes);
   memset(&fake, 0, sizeof fake);
   fake.window = window;
   fake.now = 1000000000000ull;  /* 0 means "not yet" to the mock */
@@ -196,7 +196,12 @@ int uv_try_write(uv_stream_t *s, const uv_buf_t bufs[], unsigned int nbufs) {
 int uv_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[], unsigned int nbufs,
              uv_write_cb cb) {
   if (!stream_open(s)) return UV_EBADF;
-  if (nbufs != 1 || fake.nwrites == MAX_WRITES) abort();
+  if (nbufs != 1) abort();
+  if (fake.nwrites == fake.writes_cap) {
+    fake.writes_cap = fake.writes_cap ? 2 * fake.writes_cap : 16;
+    fake.writes = realloc(fake.writes, (size_t)fake.writes_cap * sizeof *fake.writes);
+    if (!fake.writes) abort();
+  }
   fake.writes[fake.nwrites].req = req;
   fake.writes[fake.nwrites].stream = s;
   fake.writes[fake.nwrites].cb = cb;

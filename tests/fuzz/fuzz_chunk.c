@@ -14,10 +14,11 @@
 **              member null
 **
 ** Repeated keys count as in lua-cjson and jansson: the last one wins.
-** Declining is always allowed. Invalid UTF-8 inside strings, which jansson
-** refuses but lua-cjson (the binding's full decoder) passes through, is
-** checked on a copy with every byte >= 0x80 turned into 'X': the fast path
-** must pick the same bytes there, and those must decode as above.
+** Declining is always allowed. What jansson refuses but lua-cjson (the
+** binding's full decoder) reads, invalid UTF-8 and a \u0000 in a member
+** name, is checked on a copy with every byte >= 0x80 turned into 'X' and
+** \u0000 into \u0001: the fast path must pick the same bytes there, and
+** those must decode as above.
 */
 #include <jansson.h>
 #include <stdint.h>
@@ -103,17 +104,51 @@ static const json_t *full_text(const json_t *root, const char **why) {
   return text;
 }
 
+/* The copy jansson can read when the original has bytes it refuses but
+   lua-cjson (the binding's full decoder) passes: invalid UTF-8 (any byte >=
+   0x80 becomes 'X') and a \u0000 escape inside a member name (it becomes
+   \u0001, inside every string). Byte for byte, so offsets stay put. Returns
+   NULL when there is nothing to mask. */
+static char *masked_copy(const uint8_t *data, size_t size) {
+  char *m = fz_malloc(size);
+  int changed = 0, in_string = 0;
+  for (size_t i = 0; i < size; i++) {
+    m[i] = (char)data[i];
+    if (data[i] >= 0x80) {
+      m[i] = 'X';
+      changed = 1;
+    } else if (data[i] == '"') {
+      in_string = !in_string;
+    } else if (in_string && data[i] == '\\' && i + 1 < size) {
+      i++;
+      m[i] = (char)data[i];  /* the escaped byte, never a string's end */
+      if (data[i] == 'u' && i + 4 < size && memcmp(data + i + 1, "0000", 4) == 0) {
+        memcpy(m + i + 1, "0001", 4);
+        i += 4;
+        changed = 1;
+      }
+    }
+  }
+  if (!changed) {
+    free(m);
+    return NULL;
+  }
+  return m;
+}
+
 static void check(const char *json, size_t len, const char *got, size_t got_len,
-                  const char *label, int high) {
+                  const char *label, int masked_later) {
   json_error_t err;
   const char *why = NULL;
   const json_t *text;
   json_t *root = json_loadb(json, len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &err);
   if (!root) {
+    enum json_error_code code = json_error_code(&err);
     /* jansson has no infinity; lua-cjson reads 1e999 as one. Such a number
        can only sit in a member the fast path skips. */
-    if (json_error_code(&err) == json_error_numeric_overflow) return;
-    if (high && json_error_code(&err) == json_error_invalid_utf8) return;  /* see the masked copy */
+    if (code == json_error_numeric_overflow) return;
+    if (masked_later && (code == json_error_invalid_utf8 || code == json_error_null_byte_in_key))
+      return;
     fz_fail("%s: accepted, but not JSON: %s (at %d)", label, err.text, err.position);
   }
   text = full_text(root, &why);
@@ -128,24 +163,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *json = (const char *)data;
   char *got = NULL, *got_x = NULL, *masked;
   size_t got_len, got_x_len, at, at_x, i;
-  int high = 0;
   if (!fast(json, size, &got, &got_len, &at)) return 0;
-  for (i = 0; i < size && !high; i++) high = data[i] >= 0x80;
-  check(json, size, got, got_len, "chunk", high);
-  if (!high) {
+  masked = masked_copy(data, size);
+  check(json, size, got, got_len, "chunk", masked != NULL);
+  if (!masked) {
     free(got);
     return 0;
   }
-  masked = fz_malloc(size);
-  for (i = 0; i < size; i++) masked[i] = data[i] >= 0x80 ? 'X' : (char)data[i];
   if (!fast(masked, size, &got_x, &got_x_len, &at_x))
-    fz_fail("declined once bytes >= 0x80 became 'X': they were not passed through");
-  if (at_x != at) fz_fail("the text moved once bytes >= 0x80 became 'X'");
-  for (i = 0; i < got_len && got_len == got_x_len; i++)
-    if ((unsigned char)got[i] < 0x80 && got[i] != got_x[i]) break;
-  if (got_len != got_x_len || i < got_len)
-    fz_fail("the text changed elsewhere once bytes >= 0x80 became 'X'");
-  check(masked, size, got_x, got_x_len, "chunk with bytes >= 0x80 as 'X'", 0);
+    fz_fail("declined once masked: the bytes were not passed through");
+  if (at_x != at) fz_fail("the text moved once masked");
+  for (i = 0; i < got_len && got_len == got_x_len; i++) {
+    unsigned char a = (unsigned char)got[i], b = (unsigned char)got_x[i];
+    if (a == 0 ? b != 1 : a >= 0x80 ? b != a && b != 'X' : b != a) break;
+  }
+  if (got_len != got_x_len || i < got_len) fz_fail("the text changed elsewhere once masked");
+  check(masked, size, got_x, got_x_len, "chunk, masked", 0);
   free(masked);
   free(got);
   free(got_x);

@@ -27,7 +27,7 @@ typedef struct lines {
   size_t max;
 } lines;
 
-static void lines_add(lines *l, const char *s, size_t n) {
+FZ_PLAIN static void lines_add(lines *l, const char *s, size_t n) {
   if (l->n == l->cap) {
     l->cap = l->cap ? l->cap * 2 : 16;
     l->v = fz_realloc(l->v, l->cap * sizeof *l->v);
@@ -47,7 +47,7 @@ static void lines_compare(const lines *a, const lines *b, const char *what) {
     if (!fz_bytes_eq(&a->v[i], &b->v[i])) fz_fail("%s: line %zu differs", what, i);
 }
 
-static void on_line(void *ud, const char *s, size_t n) {
+FZ_PLAIN static void on_line(void *ud, const char *s, size_t n) {
   lines *l = ud;
   fz_count_pause();
   if (!s) fz_fail("a line with a NULL pointer");
@@ -58,7 +58,7 @@ static void on_line(void *ud, const char *s, size_t n) {
 
 /* keep() doubles from 256 up to the first size that fits; no need passes
    max + 1 (a line and its CR). */
-static void check_bounds(const sl_lines *p, size_t max) {
+FZ_PLAIN static void check_bounds(const sl_lines *p, size_t max) {
   size_t b;
   if (!max) return;
   b = 2 * (max + 1) > 256 ? 2 * (max + 1) : 256;
@@ -69,28 +69,29 @@ static void check_bounds(const sl_lines *p, size_t max) {
     fz_fail("splitter memory peaked at %zu bytes with max_line_bytes %zu", fz_count_peak(), max);
 }
 
-static void split(const uint8_t *data, size_t len, size_t max, const uint8_t *cuts,
+FZ_PLAIN static void split(const uint8_t *data, size_t len, size_t max, const uint8_t *cuts,
                   size_t ncuts, lines *out) {
   sl_lines p;
   size_t pos = 0, k = 0;
   int rc = SL_LINES_OK;
   out->max = max;
+  fz_feed feed;
+  fz_feed_init(&feed, data, len);
   sl_lines_init(&p, max);
   fz_count_start();
+  int cut = fz_cuts_move(cuts, ncuts);
   do {
     size_t n = len - pos;
-    if (fz_cuts_move(cuts, ncuts)) {
+    if (cut) {
       size_t want = cuts[k++ % ncuts];
       if (want < n) n = want;
     }
-    char *piece = fz_malloc(n ? n : 1);
-    memcpy(piece, data + pos, n);
+    char *piece = fz_feed_open(&feed, pos, n);
     fz_count_resume();
     rc = sl_lines_feed(&p, piece, n, on_line, out);
     fz_count_pause();
     check_bounds(&p, max);
-    memset(piece, 'Z', n);
-    free(piece);
+    fz_feed_close(&feed, pos, n);
     pos += n;
   } while (pos < len && rc == SL_LINES_OK);
   fz_count_resume();
@@ -99,6 +100,7 @@ static void split(const uint8_t *data, size_t len, size_t max, const uint8_t *cu
   out->status = rc;
   sl_lines_free(&p);
   fz_count_stop();
+  fz_feed_free(&feed);
 }
 
 static int blank(const uint8_t *s, size_t n) {

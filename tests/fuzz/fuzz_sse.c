@@ -35,7 +35,7 @@ typedef struct events {
   long retry;
 } events;
 
-static void events_add(events *e, const char *data, size_t data_len, const char *type,
+FZ_PLAIN static void events_add(events *e, const char *data, size_t data_len, const char *type,
                        size_t type_len, const char *id, size_t id_len) {
   if (e->n == e->cap) {
     e->cap = e->cap ? e->cap * 2 : 16;
@@ -77,7 +77,7 @@ typedef struct run {
   size_t max;
 } run;
 
-static void on_event(void *ud, const sl_sse_event *ev) {
+FZ_PLAIN static void on_event(void *ud, const sl_sse_event *ev) {
   run *r = ud;
   fz_count_pause();
   if (!ev->data || !ev->event || !ev->id) fz_fail("an event with a NULL pointer");
@@ -93,7 +93,7 @@ static size_t buffer_bound(size_t max) {
   return max ? (2 * max > 64 ? 2 * max : 64) : SIZE_MAX;
 }
 
-static void check_bounds(const sl_sse *p, size_t max) {
+FZ_PLAIN static void check_bounds(const sl_sse *p, size_t max) {
   size_t b = buffer_bound(max);
   if (!max) return;
   if (p->line_cap > b || p->data_cap > b || p->event_cap > b || p->id_cap > b)
@@ -106,31 +106,32 @@ static void check_bounds(const sl_sse *p, size_t max) {
     fz_fail("parser memory peaked at %zu bytes with max_event_bytes %zu", fz_count_peak(), max);
 }
 
-/* Feeds data cut into pieces (cuts == NULL: whole); each piece is its own
-   heap copy, scribbled over and freed after its feed. */
-static void parse(const uint8_t *data, size_t len, size_t max, const uint8_t *cuts,
+/* Feeds data cut into pieces (cuts == NULL: whole); a piece is readable
+   only during its feed (see fz_feed). */
+FZ_PLAIN static void parse(const uint8_t *data, size_t len, size_t max, const uint8_t *cuts,
                   size_t ncuts, int trim, events *out) {
   sl_sse p;
   run r = {out, max};
   size_t pos = 0, k = 0;
   int rc = SL_SSE_OK;
+  fz_feed feed;
+  fz_feed_init(&feed, data, len);
   sl_sse_init(&p, max);
   fz_count_start();  /* paused until the parser runs */
+  int cut = fz_cuts_move(cuts, ncuts);
   do {
     size_t n = len - pos;
-    if (fz_cuts_move(cuts, ncuts)) {  /* a 0 is an empty feed */
+    if (cut) {  /* a 0 is an empty feed */
       size_t want = cuts[k++ % ncuts];
       if (want < n) n = want;
     }
-    char *piece = fz_malloc(n ? n : 1);
-    memcpy(piece, data + pos, n);
+    char *piece = fz_feed_open(&feed, pos, n);
     fz_count_resume();
     rc = sl_sse_feed(&p, piece, n, on_event, &r);
     if (trim) sl_sse_trim(&p);
     fz_count_pause();
     check_bounds(&p, max);
-    memset(piece, 'Z', n);
-    free(piece);
+    fz_feed_close(&feed, pos, n);
     pos += n;
   } while (pos < len && rc == SL_SSE_OK);
   out->status = rc;
@@ -139,6 +140,7 @@ static void parse(const uint8_t *data, size_t len, size_t max, const uint8_t *cu
   fz_count_resume();
   sl_sse_free(&p);
   fz_count_stop();
+  fz_feed_free(&feed);
 }
 
 /* ---- the reference: the WHATWG rules, one line at a time -------------- */

@@ -17,6 +17,7 @@
 #define MAX_KEYWORD 1024
 #define MAX_NAME 256
 #define MAX_NONSTREAM_ITEMS 1000000
+#define MAX_NONSTREAM_BYTES (64.0 * 1024 * 1024)
 
 typedef struct options {
   const json_t *header, *body, *rule; /* the "mock" objects, by precedence; any may be NULL */
@@ -391,6 +392,22 @@ static json_t *parse_object(const char *what, const char *data, size_t len, char
   return root;
 }
 
+/* The most a non-streamed answer's body can take: every item as long as the
+   longest escaped token it may be (a token of 64 control bytes escapes to
+   384), the keyword and the wrapping once per choice. */
+static double nonstream_bytes(const mock_gen *g) {
+  size_t longest = g->call_count ? 0 : g->text->max_escaped;
+  if (g->reasoning && g->reasoning->max_escaped > longest)
+    longest = g->reasoning->max_escaped;
+  for (size_t i = 0; i < g->call_count; i++) {
+    if (g->calls[i].name_len > longest)
+      longest = g->calls[i].name_len;
+    if (g->calls[i].fragments->max_escaped > longest)
+      longest = g->calls[i].fragments->max_escaped;
+  }
+  return (double)g->total * (double)longest + (double)g->n * (double)(g->keyword_len + 512);
+}
+
 /* Fills g from the request; returns 0, or -1 with err set (a 400). */
 static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
   const mock_config *cfg = &c->server->config;
@@ -464,6 +481,10 @@ static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
     snprintf(err, err_size, g->n == 1 ? "max_tokens above %d needs \"stream\": true"
                                       : "more than %d tokens over all choices need \"stream\": true",
              MAX_NONSTREAM_ITEMS);
+    goto out;
+  }
+  if (!g->stream && nonstream_bytes(g) > MAX_NONSTREAM_BYTES) {
+    snprintf(err, err_size, "an answer this long (over 64 MiB) needs \"stream\": true");
     goto out;
   }
   rc = 0;

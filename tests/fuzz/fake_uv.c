@@ -60,10 +60,14 @@ static void output(const char *p, size_t n) {
   fake.out_len += n;
 }
 
-void fake_uv_reset(size_t window) {
+void fake_uv_free(void) {
   free(fake.out);
   free(fake.writes);
   memset(&fake, 0, sizeof fake);
+}
+
+void fake_uv_reset(size_t window) {
+  fake_uv_free();
   fake.window = window;
   fake.now = 1000000000000ull;  /* 0 means "not yet" to the mock */
 }

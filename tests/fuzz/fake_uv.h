@@ -14,6 +14,8 @@
 /* Forgets everything; try_write takes at most window bytes at a time (0:
    none, so every write is queued). */
 void fake_uv_reset(size_t window);
+/* Frees what the fake holds (after the last callback has run). */
+void fake_uv_free(void);
 /* The client sends len bytes; 0, or -1 when the connection is not reading. */
 int fake_uv_send(const char *data, size_t len);
 /* The client closes its side (the mock sees EOF). */

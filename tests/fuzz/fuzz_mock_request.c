@@ -117,6 +117,11 @@ static void free_server(mock_server *s) {
   free(s);
 }
 
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  default_tokens = mock_tokens_split(mock_default_text(), strlen(mock_default_text()));
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static uv_loop_t loop;  /* only its address is used */
   mock_config cfg = {.host = "127.0.0.1", .model = "mock-model", .quiet = 1};
@@ -134,8 +139,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.tokens_per_sec = flags & FLAG_PACED ? 1000 : 0;
   cfg.ttft = flags & FLAG_TTFT ? 0.05 : 0;
   cfg.max_tokens = flags & FLAG_LONG ? 50 : 5;
-  if (!default_tokens)
-    default_tokens = mock_tokens_split(mock_default_text(), strlen(mock_default_text()));
 
   s = mock_xcalloc(1, sizeof *s);
   s->loop = &loop;
@@ -182,6 +185,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   out = fake_uv_output(&out_len);
   if (getenv("FUZZ_MOCK_DUMP")) fwrite(out, 1, out_len, stdout);  /* to see an input's answer */
   check_answers(out, out_len);
+  /* everything an input allocated is freed with it, or libFuzzer runs a
+     whole leak check after each input */
+  fake_uv_free();
 done:
   free_server(s);
   return 0;

@@ -18,6 +18,8 @@
 #define MAX_NAME 256
 #define MAX_NONSTREAM_ITEMS 1000000
 #define MAX_NONSTREAM_BYTES (64.0 * 1024 * 1024)
+#define MAX_SECONDS 1e6           /* ttft and ping_interval, as --ttft */
+#define MAX_NS_PER_ITEM 1e12      /* a token per 1000 s is as good as a stall */
 
 typedef struct options {
   const json_t *header, *body, *rule; /* the "mock" objects, by precedence; any may be NULL */
@@ -250,9 +252,16 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   if (status != 0 && (status != floor(status) || status < 200 || status > 599 ||
                       status == 204 || status == 304))
     return bad(o, "status", "an HTTP status from 200 to 599 (not 204 or 304)");
+  /* Times become uint64_t nanoseconds: a double past 2^64 would not fit. */
+  if (ttft > MAX_SECONDS)
+    return bad(o, "ttft", "a number of seconds from 0 to 1e6");
+  if (ping_interval > MAX_SECONDS)
+    return bad(o, "ping_interval", "a number of seconds from 0 to 1e6");
   g->status = status == 200 ? 0 : (int)status;
   if (fail_first(o, g) < 0) return -1;
   g->ns_per_item = tps > 0 ? 1e9 / tps : 0;
+  if (g->ns_per_item > MAX_NS_PER_ITEM)
+    g->ns_per_item = MAX_NS_PER_ITEM;
   g->ttft_ns = (uint64_t)(ttft * 1e9);
   if (ping_interval > 0 && ping_interval < 0.001)
     ping_interval = 0.001;

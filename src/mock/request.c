@@ -20,6 +20,7 @@
 #define MAX_NONSTREAM_BYTES (64.0 * 1024 * 1024)
 #define MAX_SECONDS 1e6           /* ttft and ping_interval, as --ttft */
 #define MAX_NS_PER_ITEM 1e12      /* a token per 1000 s is as good as a stall */
+#define MAX_RETRY_AFTER 1e9
 
 typedef struct options {
   const json_t *header, *body, *rule; /* the "mock" objects, by precedence; any may be NULL */
@@ -279,6 +280,8 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
     g->retry_text = mock_xstrndup(v, len);
   } else if (opt_number(o, "retry_after", &g->retry_after, -1) < 0) {
     return -1;
+  } else if (g->retry_after > MAX_RETRY_AFTER) {  /* its digits must fit the headers */
+    return bad(o, "retry_after", "seconds (at most 1e9) or an HTTP-date");
   }
   if (raw_body) {
     g->raw_len = json_string_length(raw_body);

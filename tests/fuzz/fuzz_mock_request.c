@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -65,18 +66,36 @@ static mock_replies *load_replies(const uint8_t *p, size_t n, const mock_config 
 typedef struct reader {
   int responses;
   size_t header_bytes;
+  int connection_headers;
 } reader;
 
 static int on_message_begin(http_parser *p) {
-  ((reader *)p->data)->header_bytes = 0;
+  reader *r = p->data;
+  r->header_bytes = 0;
+  r->connection_headers = 0;
   return 0;
 }
 
-static int on_header_bytes(http_parser *p, const char *at, size_t len) {
+static int on_header_value(http_parser *p, const char *at, size_t len) {
   reader *r = p->data;
   (void)at;
   r->header_bytes += len;
   if (r->header_bytes > 8192) fz_fail("a response's headers passed 8 KiB");
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  reader *r = p->data;
+  r->connection_headers += len == 10 && strncasecmp(at, "connection", 10) == 0;
+  return on_header_value(p, at, len);
+}
+
+/* Every answer but "100 Continue" ends its headers with Connection: one
+   missing (or two) means a header line was cut or run together. */
+static int on_headers_complete(http_parser *p) {
+  reader *r = p->data;
+  if (p->status_code != 100 && r->connection_headers != 1)
+    fz_fail("a %u response with %d Connection headers", p->status_code, r->connection_headers);
   return 0;
 }
 
@@ -88,12 +107,13 @@ static int on_message_complete(http_parser *p) {
 static void check_answers(const char *out, size_t len) {
   http_parser_settings settings;
   http_parser parser;
-  reader r = {0, 0};
+  reader r = {0, 0, 0};
   size_t n;
   http_parser_settings_init(&settings);
   settings.on_message_begin = on_message_begin;
-  settings.on_header_field = on_header_bytes;
-  settings.on_header_value = on_header_bytes;
+  settings.on_header_field = on_header_field;
+  settings.on_header_value = on_header_value;
+  settings.on_headers_complete = on_headers_complete;
   settings.on_message_complete = on_message_complete;
   http_parser_init(&parser, HTTP_RESPONSE);
   parser.data = &r;

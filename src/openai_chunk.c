@@ -28,6 +28,8 @@ static int eat(scan *s, char c) {
   return 0;
 }
 
+static int hex4(const char *p, unsigned *v);
+
 /* A string at s->p (the opening quote): sets its body and length. */
 static int string(scan *s, const char **b, size_t *n, int *escaped) {
   const char *q;
@@ -53,14 +55,19 @@ static int string(scan *s, const char **b, size_t *n, int *escaped) {
       q = hit + 2;
       break;
     case 'u': {
-      int i;
-      if (s->end - hit < 6) return 0;
-      for (i = 2; i < 6; i++) {
-        char c = hit[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-          return 0;
-      }
+      /* As strict as the full decoder: a surrogate half is only accepted
+         as a high one followed by a low one. */
+      unsigned cp, lo;
+      if (s->end - hit < 6 || !hex4(hit + 2, &cp)) return 0;
       q = hit + 6;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (s->end - q < 6 || q[0] != '\\' || q[1] != 'u' || !hex4(q + 2, &lo) ||
+            lo < 0xDC00 || lo > 0xDFFF)
+          return 0;
+        q += 6;
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        return 0;
+      }
       break;
     }
     default:
@@ -142,6 +149,13 @@ static int skip_value(scan *s, int depth) {
 
 #define KEY(k) (n == sizeof(k) - 1 && memcmp(b, k, n) == 0)
 
+/* A member's name and its colon. A name with escapes is refused: the full
+   decoder reads "d\u0065lta" as "delta", and no server writes one. */
+static int key(scan *s, const char **b, size_t *n) {
+  int escaped;
+  return string(s, b, n, &escaped) && !escaped && eat(s, ':');
+}
+
 /* delta: {"content": "...", <other keys null>} (a role key means a first chunk). */
 static int delta(scan *s, sl_chunk_text *text, int *found) {
   if (!eat(s, '{')) return 0;
@@ -149,7 +163,7 @@ static int delta(scan *s, sl_chunk_text *text, int *found) {
   for (;;) {
     const char *b;
     size_t n;
-    if (!string(s, &b, &n, NULL) || !eat(s, ':')) return 0;
+    if (!key(s, &b, &n)) return 0;
     if (KEY("content")) {
       if (is_null(s)) {
         *found = 0;  /* a repeated key: the last one counts, as in cjson */
@@ -165,21 +179,24 @@ static int delta(scan *s, sl_chunk_text *text, int *found) {
   }
 }
 
+/* A choice has one "delta" (chat) or one "text" (completions): the full
+   decoder takes the last of repeated keys and ignores text beside a delta. */
 static int choice(scan *s, sl_chunk_text *text, int *found) {
+  int pieces = 0;
   if (!eat(s, '{')) return 0;
   if (eat(s, '}')) return 1;
   for (;;) {
     const char *b;
     size_t n;
-    if (!string(s, &b, &n, NULL) || !eat(s, ':')) return 0;
+    if (!key(s, &b, &n)) return 0;
     if (KEY("index")) {
       ws(s);
       if (s->end - s->p < 1 || *s->p != '0') return 0;
       s->p++;
     } else if (KEY("delta")) {
-      if (!delta(s, text, found)) return 0;
+      if (pieces++ || !delta(s, text, found)) return 0;
     } else if (KEY("text")) {
-      if (!string(s, &text->p, &text->len, &text->escaped)) return 0;
+      if (pieces++ || !string(s, &text->p, &text->len, &text->escaped)) return 0;
       *found = 1;
     } else if (!is_null(s)) {
       return 0;  /* finish_reason, logprobs, ... with a value */
@@ -189,6 +206,18 @@ static int choice(scan *s, sl_chunk_text *text, int *found) {
   }
 }
 
+/* "object": anything but "error", which sluice.openai reads as an error chunk
+   (an escaped string is refused rather than decoded to compare). */
+static int object_type(scan *s) {
+  const char *b;
+  size_t n;
+  int escaped;
+  ws(s);
+  if (s->p < s->end && *s->p == '"')
+    return string(s, &b, &n, &escaped) && !escaped && !KEY("error");
+  return skip_value(s, 0);
+}
+
 int sl_chunk_simple(const char *json, size_t len, sl_chunk_text *text) {
   scan s = {json, json + len};
   int found = 0, choices = 0;
@@ -196,11 +225,13 @@ int sl_chunk_simple(const char *json, size_t len, sl_chunk_text *text) {
   for (;;) {
     const char *b;
     size_t n;
-    if (!string(&s, &b, &n, NULL) || !eat(&s, ':')) return 0;
+    if (!key(&s, &b, &n)) return 0;
     if (KEY("choices")) {
-      if (!eat(&s, '[') || !choice(&s, text, &found) || !eat(&s, ']')) return 0;
+      if (choices || !eat(&s, '[') || !choice(&s, text, &found) || !eat(&s, ']')) return 0;
       choices = 1;
-    } else if (KEY("id") || KEY("object") || KEY("created") || KEY("model") ||
+    } else if (KEY("object")) {
+      if (!object_type(&s)) return 0;
+    } else if (KEY("id") || KEY("created") || KEY("model") ||
                KEY("system_fingerprint") || KEY("service_tier")) {
       if (!skip_value(&s, 0)) return 0;
     } else if (!is_null(&s)) {

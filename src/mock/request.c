@@ -17,6 +17,10 @@
 #define MAX_KEYWORD 1024
 #define MAX_NAME 256
 #define MAX_NONSTREAM_ITEMS 1000000
+#define MAX_NONSTREAM_BYTES (64.0 * 1024 * 1024)
+#define MAX_SECONDS 1e6           /* ttft and ping_interval, as --ttft */
+#define MAX_NS_PER_ITEM 1e12      /* a token per 1000 s is as good as a stall */
+#define MAX_RETRY_AFTER 1e9
 
 typedef struct options {
   const json_t *header, *body, *rule; /* the "mock" objects, by precedence; any may be NULL */
@@ -249,9 +253,16 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
   if (status != 0 && (status != floor(status) || status < 200 || status > 599 ||
                       status == 204 || status == 304))
     return bad(o, "status", "an HTTP status from 200 to 599 (not 204 or 304)");
+  /* Times become uint64_t nanoseconds: a double past 2^64 would not fit. */
+  if (ttft > MAX_SECONDS)
+    return bad(o, "ttft", "a number of seconds from 0 to 1e6");
+  if (ping_interval > MAX_SECONDS)
+    return bad(o, "ping_interval", "a number of seconds from 0 to 1e6");
   g->status = status == 200 ? 0 : (int)status;
   if (fail_first(o, g) < 0) return -1;
   g->ns_per_item = tps > 0 ? 1e9 / tps : 0;
+  if (g->ns_per_item > MAX_NS_PER_ITEM)
+    g->ns_per_item = MAX_NS_PER_ITEM;
   g->ttft_ns = (uint64_t)(ttft * 1e9);
   if (ping_interval > 0 && ping_interval < 0.001)
     ping_interval = 0.001;
@@ -269,6 +280,8 @@ static int read_mock(const options *o, mock_gen *g, const mock_config *cfg) {
     g->retry_text = mock_xstrndup(v, len);
   } else if (opt_number(o, "retry_after", &g->retry_after, -1) < 0) {
     return -1;
+  } else if (g->retry_after > MAX_RETRY_AFTER) {  /* its digits must fit the headers */
+    return bad(o, "retry_after", "seconds (at most 1e9) or an HTTP-date");
   }
   if (raw_body) {
     g->raw_len = json_string_length(raw_body);
@@ -391,6 +404,22 @@ static json_t *parse_object(const char *what, const char *data, size_t len, char
   return root;
 }
 
+/* The most a non-streamed answer's body can take: every item as long as the
+   longest escaped token it may be (a token of 64 control bytes escapes to
+   384), the keyword and the wrapping once per choice. */
+static double nonstream_bytes(const mock_gen *g) {
+  size_t longest = g->call_count ? 0 : g->text->max_escaped;
+  if (g->reasoning && g->reasoning->max_escaped > longest)
+    longest = g->reasoning->max_escaped;
+  for (size_t i = 0; i < g->call_count; i++) {
+    if (g->calls[i].name_len > longest)
+      longest = g->calls[i].name_len;
+    if (g->calls[i].fragments->max_escaped > longest)
+      longest = g->calls[i].fragments->max_escaped;
+  }
+  return (double)g->total * (double)longest + (double)g->n * (double)(g->keyword_len + 512);
+}
+
 /* Fills g from the request; returns 0, or -1 with err set (a 400). */
 static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
   const mock_config *cfg = &c->server->config;
@@ -464,6 +493,10 @@ static int read_request(mock_conn *c, mock_gen *g, char *err, size_t err_size) {
     snprintf(err, err_size, g->n == 1 ? "max_tokens above %d needs \"stream\": true"
                                       : "more than %d tokens over all choices need \"stream\": true",
              MAX_NONSTREAM_ITEMS);
+    goto out;
+  }
+  if (!g->stream && nonstream_bytes(g) > MAX_NONSTREAM_BYTES) {
+    snprintf(err, err_size, "an answer this long (over 64 MiB) needs \"stream\": true");
     goto out;
   }
   rc = 0;

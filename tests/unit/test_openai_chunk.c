@@ -52,6 +52,33 @@ int main(void) {
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\x01\"}}]}", NULL)); /* control char */
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud800\"}}]}", NULL)); /* lone surrogate */
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\q\"}}]}", NULL));  /* bad escape */
+  /* Found by tests/fuzz/fuzz_chunk: a skipped string (a key, the id) with a
+     surrogate half that is not a pair is not JSON to the full decoder (cjson
+     and jansson refuse it), so the chunk must not be accepted either. */
+  CHECK(simple("{\"id\":\"\\udc00\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"id\":\"\\ud83dx\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"id\":\"\\ud83d\\u00e9\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"\\ud800\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"id\":\"\\ud83d\\ude00\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", "a"));
+  /* Found by tests/fuzz/fuzz_chunk: members the full decoder reads
+     differently. A repeated key counts last there (so a second "choices",
+     "delta" or a null under an escaped name such as "d\u0065lta" overrides
+     the first); a chat choice's delta hides its "text"; "object": "error"
+     makes an error chunk. All are refused: keys with escapes, a repeated
+     "choices", "delta" or "text", a choice with both. */
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],"
+               "\"choices\":[{\"index\":0,\"delta\":{}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"delta\":{}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"text\":\"b\"}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"text\":\"b\",\"delta\":{}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"text\":\"a\",\"text\":\"b\"}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"d\\u0065lta\":null}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"c\\u006fntent\":null}}]}", NULL));
+  CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"ch\\u006fices\":null}", NULL));
+  CHECK(simple("{\"a\\u0000b\":null,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"object\":\"error\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"object\":\"err\\u006fr\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));
+  CHECK(simple("{\"object\":7,\"id\":{\"k\\u0065y\":1},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}", "b"));
   CHECK(simple("{\"choices\":[{\"index\":0,\"delta\":{\"content\":null}}]}", NULL));     /* no text */
   CHECK(simple("[DONE]", NULL));
   CHECK(simple("{\"id\":x,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}", NULL));

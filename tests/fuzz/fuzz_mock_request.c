@@ -13,7 +13,8 @@
 ** record released once the client goes; a request costs bounded memory
 ** (scripts/fuzz runs this target with -malloc_limit_mb).
 **
-** Input: byte 0 = flags (below), byte 1 = how the bytes are cut into reads;
+** Input: byte 0 = flags (below), byte 1 = how the bytes are cut into reads
+** (and, with FLAG_STANDIN, which server the stand-in plays);
 ** with FLAG_REPLIES, a 2-byte big-endian length and that many bytes of a
 ** --replies file; then the bytes the client sends.
 */
@@ -39,6 +40,7 @@ enum {
   FLAG_TTFT = 1 << 4,      /* ttft 0.05 s */
   FLAG_HANG_UP = 1 << 5,   /* the client closes right after sending */
   FLAG_LONG = 1 << 6,      /* --max-tokens 50 (else 5) */
+  FLAG_STANDIN = 1 << 7,   /* --stand-in with one slot: vllm if byte 1 is odd, else llamacpp */
 };
 
 #define MAX_STEPS 4000
@@ -131,6 +133,7 @@ static void free_server(mock_server *s) {
     s->free_blocks = w->next_free;
     free(w);
   }
+  mock_standin_free(s);
   mock_stats_free(&s->stats);
   mock_replies_free(s->replies);
   json_decref(s->fault_counts);
@@ -159,6 +162,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.tokens_per_sec = flags & FLAG_PACED ? 1000 : 0;
   cfg.ttft = flags & FLAG_TTFT ? 0.05 : 0;
   cfg.max_tokens = flags & FLAG_LONG ? 50 : 5;
+  if (flags & FLAG_STANDIN) {
+    cfg.stand_in = cut & 1 ? MOCK_STANDIN_VLLM : MOCK_STANDIN_LLAMACPP;
+    cfg.slots = 1;           /* a second request waits for the slot */
+    cfg.stop_delay = 0.02;   /* an aborted request stays busy a while */
+  }
 
   s = mock_xcalloc(1, sizeof *s);
   s->loop = &loop;
@@ -179,6 +187,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   fake_uv_reset(window_of(flags));
+  mock_standin_init(s);
   mock_conn_accept(s);
   if (s->connections_open != 1) fz_fail("the connection was not accepted");
   rng = (uint32_t)cut * 2654435761u + 1;
@@ -199,9 +208,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!(flags & FLAG_HANG_UP)) fake_uv_run(MAX_STEPS, MAX_OUTPUT);
   fake_uv_eof();  /* the client goes: whatever was still running stops */
   if (!fake_uv_run(MAX_STEPS, SIZE_MAX)) fz_fail("the connection did not wind down");
-  if (fake_uv_open_handles() != 0) fz_fail("%d handles left open", fake_uv_open_handles());
   if (s->conns || s->connections_open || s->active)
     fz_fail("a connection or generation outlived its socket");
+  mock_standin_close(s);  /* as at shutdown: its timer, what lingers */
+  fake_uv_run(MAX_STEPS, SIZE_MAX);
+  if (fake_uv_open_handles() != 0) fz_fail("%d handles left open", fake_uv_open_handles());
   out = fake_uv_output(&out_len);
   if (getenv("FUZZ_MOCK_DUMP")) fwrite(out, 1, out_len, stdout);  /* to see an input's answer */
   check_answers(out, out_len);

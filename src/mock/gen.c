@@ -580,12 +580,8 @@ void mock_gen_on_timer(uv_timer_t *t) {
     pump(g);
 }
 
-static size_t max_item_size(const mock_gen *g) {
+size_t mock_gen_longest_piece(const mock_gen *g) {
   size_t longest = g->text->max_escaped;
-  if (g->keyword_len > longest)
-    longest = g->keyword_len;
-  if (g->error_message_len > longest)
-    longest = g->error_message_len;
   if (g->reasoning && g->reasoning->max_escaped > longest)
     longest = g->reasoning->max_escaped;
   for (size_t i = 0; i < g->call_count; i++) {
@@ -594,6 +590,15 @@ static size_t max_item_size(const mock_gen *g) {
     if (g->calls[i].fragments->max_escaped > longest)
       longest = g->calls[i].fragments->max_escaped;
   }
+  return longest;
+}
+
+static size_t max_item_size(const mock_gen *g) {
+  size_t longest = mock_gen_longest_piece(g);
+  if (g->keyword_len > longest)
+    longest = g->keyword_len;
+  if (g->error_message_len > longest)
+    longest = g->error_message_len;
   /* head, choice and delta wrappers, a tool-call header, usage, event end */
   return g->head.len + longest + 512;
 }

@@ -247,6 +247,9 @@ void mock_gen_start(mock_gen *g);
 void mock_gen_on_timer(uv_timer_t *t);
 void mock_gen_on_drain(mock_gen *g);
 void mock_gen_free(mock_gen *g);
+/* The longest escaped piece one item may carry (a token, a tool call's name
+   or argument fragment). */
+size_t mock_gen_longest_piece(const mock_gen *g);
 void mock_gen_finish(mock_gen *g, int completed, mock_after how);
 
 /* standin.c: --stand-in llamacpp|vllm. A stand-in watches the generations

@@ -408,16 +408,8 @@ static json_t *parse_object(const char *what, const char *data, size_t len, char
    longest escaped token it may be (a token of 64 control bytes escapes to
    384), the keyword and the wrapping once per choice. */
 static double nonstream_bytes(const mock_gen *g) {
-  size_t longest = g->call_count ? 0 : g->text->max_escaped;
-  if (g->reasoning && g->reasoning->max_escaped > longest)
-    longest = g->reasoning->max_escaped;
-  for (size_t i = 0; i < g->call_count; i++) {
-    if (g->calls[i].name_len > longest)
-      longest = g->calls[i].name_len;
-    if (g->calls[i].fragments->max_escaped > longest)
-      longest = g->calls[i].fragments->max_escaped;
-  }
-  return (double)g->total * (double)longest + (double)g->n * (double)(g->keyword_len + 512);
+  return (double)g->total * (double)mock_gen_longest_piece(g) +
+         (double)g->n * (double)(g->keyword_len + 512);
 }
 
 /* Fills g from the request; returns 0, or -1 with err set (a 400). */

@@ -77,6 +77,33 @@ FZ_UNUSED FZ_PLAIN static int fz_cuts_move(const uint8_t *cuts, size_t ncuts) {
   return 0;
 }
 
+/* ---- the stream targets' input ------------------------------------------ */
+
+/* Byte 0: bits 0-2 choose the limit from limits[8], bit 3 is a flag, bits
+   4-7 say how many cut lengths follow; then those lengths, then the stream.
+   Returns 0 when the input is too short to say. */
+typedef struct fz_stream_input {
+  size_t max;
+  int flag;
+  const uint8_t *cuts;
+  size_t ncuts;
+  const uint8_t *data;
+  size_t size;
+} fz_stream_input;
+
+FZ_UNUSED static int fz_stream_input_read(fz_stream_input *in, const size_t limits[8],
+                                          const uint8_t *data, size_t size) {
+  if (size < 1) return 0;
+  in->max = limits[data[0] & 7];
+  in->flag = (data[0] >> 3) & 1;
+  in->ncuts = data[0] >> 4;
+  if (size < 1 + in->ncuts) return 0;
+  in->cuts = data + 1;
+  in->data = data + 1 + in->ncuts;
+  in->size = size - 1 - in->ncuts;
+  return 1;
+}
+
 /* ---- feeding a stream in pieces ------------------------------------------ */
 
 /* The stream in one exact-size heap copy, all of it poisoned but the piece

@@ -128,22 +128,14 @@ static void reference(const uint8_t *s, size_t len, size_t max, lines *out) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lines whole, cut, want;
-  size_t max, ncuts;
-  const uint8_t *cuts;
-  if (size < 1) return 0;
-  max = limits[data[0] & 7];
-  ncuts = data[0] >> 4;
-  if (size < 1 + ncuts) return 0;
-  cuts = data + 1;
-  data += 1 + ncuts;
-  size -= 1 + ncuts;
-
+  fz_stream_input in;  /* the flag bit is unused */
+  if (!fz_stream_input_read(&in, limits, data, size)) return 0;
   memset(&whole, 0, sizeof whole);
   memset(&cut, 0, sizeof cut);
   memset(&want, 0, sizeof want);
-  split(data, size, max, NULL, 0, &whole);
-  split(data, size, max, cuts, ncuts, &cut);
-  reference(data, size, max, &want);
+  split(in.data, in.size, in.max, NULL, 0, &whole);
+  split(in.data, in.size, in.max, in.cuts, in.ncuts, &cut);
+  reference(in.data, in.size, in.max, &want);
   lines_compare(&whole, &want, "whole input vs the reference");
   lines_compare(&cut, &whole, "cut input vs whole input");
   lines_free(&whole);

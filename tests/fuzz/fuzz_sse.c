@@ -238,24 +238,14 @@ static void reference(const uint8_t *s, size_t len, size_t max, events *out) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   events whole, cut, want;
-  size_t max, ncuts;
-  int trim;
-  const uint8_t *cuts;
-  if (size < 1) return 0;
-  max = limits[data[0] & 7];
-  trim = (data[0] >> 3) & 1;
-  ncuts = data[0] >> 4;
-  if (size < 1 + ncuts) return 0;
-  cuts = data + 1;
-  data += 1 + ncuts;
-  size -= 1 + ncuts;
-
+  fz_stream_input in;
+  if (!fz_stream_input_read(&in, limits, data, size)) return 0;
   memset(&whole, 0, sizeof whole);
   memset(&cut, 0, sizeof cut);
   memset(&want, 0, sizeof want);
-  parse(data, size, max, NULL, 0, 0, &whole);
-  parse(data, size, max, cuts, ncuts, trim, &cut);
-  reference(data, size, max, &want);
+  parse(in.data, in.size, in.max, NULL, 0, 0, &whole);
+  parse(in.data, in.size, in.max, in.cuts, in.ncuts, in.flag, &cut);  /* flag: trim */
+  reference(in.data, in.size, in.max, &want);
   events_compare(&whole, &want, "whole input vs the reference");
   events_compare(&cut, &whole, "cut input vs whole input");
   events_free(&whole);

@@ -4,6 +4,7 @@
 ** one that carries no news (ids, model name, nulls). It must never accept a
 ** chunk whose full decoding would say something more than its text.
 */
+#include <stdint.h>
 #include <string.h>
 
 #include "openai_chunk.h"
@@ -20,6 +21,10 @@ static void ws(scan *s) {
 }
 
 static int eat(scan *s, char c) {
+  if (s->p < s->end && *s->p == c) {  /* compact JSON, as servers write it */
+    s->p++;
+    return 1;
+  }
   ws(s);
   if (s->p < s->end && *s->p == c) {
     s->p++;
@@ -30,16 +35,37 @@ static int eat(scan *s, char c) {
 
 static int hex4(const char *p, unsigned *v);
 
+/* The first '"', backslash or control byte in [p, end), or end. Eight bytes
+   at a time where it can: a byte is flagged when it XORs to zero against
+   the quote or the backslash, or is below 0x20; flags can be false only
+   above a true one (a borrow), so the lowest is exact. */
+static const char *string_stop(const char *p, const char *end) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  while (end - p >= 8) {
+    uint64_t x, q, b, m;
+    memcpy(&x, p, 8);
+    q = x ^ (ones * '"');
+    b = x ^ (ones * '\\');
+    m = ((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x);
+    m &= highs;
+    if (m) return p + (__builtin_ctzll(m) >> 3);
+    p += 8;
+  }
+#endif
+  while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
+  return p;
+}
+
 /* A string at s->p (the opening quote): sets its body and length. */
 static int string(scan *s, const char **b, size_t *n, int *escaped) {
   const char *q;
   int esc = 0;
-  ws(s);
+  if (s->p < s->end && *s->p != '"') ws(s);
   if (s->p >= s->end || *s->p != '"') return 0;
   q = ++s->p;
   for (;;) {
-    const char *hit = q;
-    while (hit < s->end && *hit != '"' && *hit != '\\' && (unsigned char)*hit >= 0x20) hit++;
+    const char *hit = string_stop(q, s->end);
     if (hit >= s->end || (unsigned char)*hit < 0x20) return 0;
     if (*hit == '"') {
       *b = s->p;

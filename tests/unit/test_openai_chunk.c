@@ -3,6 +3,8 @@
 ** (vLLM, llama.cpp, OpenAI) and refuse every chunk whose full decoding says
 ** more than its text, and unescape JSON strings exactly.
 */
+#include <stdio.h>
+
 #include "openai_chunk.h"
 #include "unit.h"
 
@@ -95,6 +97,32 @@ int main(void) {
     for (i = 0; i < n; i++) bad += sl_chunk_simple(full, i, &t);
     CHECK(bad == 0);
     CHECK(sl_chunk_simple(full, n, &t) == 1);
+  }
+  {  /* a quote, backslash or control byte at every place of a long string
+        (the scan goes eight bytes at a time), next to UTF-8 bytes */
+    int pos, bad = 0;
+    for (pos = 0; pos < 24; pos++) {
+      char content[64], want[64], json[256];
+      int i;
+      for (i = 0; i < 24; i++) content[i] = want[i] = (char)(i % 3 ? 'a' + i : 0xC3);
+      for (i = 0; i < 24; i++)
+        if ((unsigned char)content[i] == 0xC3) content[i + 1] = want[i + 1] = (char)0xA9, i++;
+      content[24] = want[24] = '\0';
+      /* an escaped quote at pos: accepted, unescaped */
+      snprintf(json, sizeof json, "{\"choices\":[{\"delta\":{\"content\":\"%.*s\\\"%s\"}}]}", pos,
+               content, content + pos);
+      snprintf(want, sizeof want, "%.*s\"%s", pos, content, content + pos);
+      bad += !simple(json, want);
+      /* a raw control byte at pos: refused */
+      snprintf(json, sizeof json, "{\"choices\":[{\"delta\":{\"content\":\"%.*s\x01%s\"}}]}", pos,
+               content, content + pos);
+      bad += !simple(json, NULL);
+      /* the string ends at pos: the text is what comes before */
+      snprintf(json, sizeof json, "{\"choices\":[{\"delta\":{\"content\":\"%.*s\"}}]}", pos, content);
+      snprintf(want, sizeof want, "%.*s", pos, content);
+      bad += !simple(json, want);
+    }
+    CHECK(bad == 0);
   }
   return UNIT_DONE("test_chunk");
 }

@@ -9,7 +9,7 @@ local cjson = require "cjson"
 
 local decode = require("cjson.safe").decode
 local null = cjson.null
-local format = string.format
+local format, byte, sub, find = string.format, string.byte, string.sub, string.find
 
 local M = {}
 
@@ -124,8 +124,11 @@ function Reader:lines()
         return nil
       end
       n = n + 1
-      text = text:gsub("\r?\n$", "")
-      if text:find("%S") then return n, text end
+      local last = byte(text, -1)
+      if last == 10 then
+        text = byte(text, -2) == 13 and sub(text, 1, -3) or sub(text, 1, -2)
+      end
+      if (byte(text, 1) or 0) > 32 or find(text, "%S") then return n, text end
     end
   end
 end

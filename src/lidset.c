@@ -3,6 +3,8 @@
 ** cost (sluice batch: the custom_ids of 100,000 lines in 800 KB, where a Lua
 ** table takes 4 MB). sluice.hash64(s) is FNV-1a over the bytes of s;
 ** sluice.idset() a growable array, sorted on first lookup, binary-searched.
+** sluice.gaps(list): the gaps between neighbours of a list of times, sorted
+** (a request's inter-token latencies, for their quantiles).
 */
 #include <stdint.h>
 #include <stdlib.h>
@@ -122,10 +124,49 @@ static int l_hash64(lua_State *L) {
   return 1;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* sluice.gaps(list) -> {list[2] - list[1], ...} sorted ascending, and their
+   sum (in the list's order, as a running sum would give it). */
+static int l_gaps(lua_State *L) {
+  double small[128], *g = small, sum = 0, prev = 0;
+  lua_Integer n, i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = luaL_len(L, 1);
+  if (n > 1 && (size_t)(n - 1) > sizeof small / sizeof *small)
+    g = lua_newuserdatauv(L, (size_t)(n - 1) * sizeof *g, 0);  /* collected with the call */
+  for (i = 1; i <= n; i++) {
+    int isnum;
+    double t;
+    lua_rawgeti(L, 1, i);
+    t = lua_tonumberx(L, -1, &isnum);
+    lua_pop(L, 1);
+    if (!isnum) return luaL_error(L, "sluice.gaps: item %d of the list is not a number", (int)i);
+    if (i > 1) {
+      g[i - 2] = t - prev;
+      sum += t - prev;
+    }
+    prev = t;
+  }
+  n = n > 1 ? n - 1 : 0;
+  qsort(g, (size_t)n, sizeof *g, cmp_double);
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    lua_pushnumber(L, g[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushnumber(L, sum);
+  return 2;
+}
+
 static const luaL_Reg set_methods[] = {
     {"add", l_add}, {"has", l_has}, {"duplicate", l_duplicate}, {NULL, NULL}};
 static const luaL_Reg set_meta[] = {{"__gc", l_gc}, {"__len", l_len}, {NULL, NULL}};
-static const luaL_Reg idset_funcs[] = {{"idset", l_idset}, {"hash64", l_hash64}, {NULL, NULL}};
+static const luaL_Reg idset_funcs[] = {
+    {"idset", l_idset}, {"hash64", l_hash64}, {"gaps", l_gaps}, {NULL, NULL}};
 
 void sl_open_idset(lua_State *L) {
   luaL_newmetatable(L, IDSET_MT);

@@ -307,6 +307,35 @@ T.case("the summary's TTFT is the server's first-token delay", function()
   os.remove(out)
 end)
 
+T.case("a record's TPOT and ITL are the server's pace between tokens", function()
+  local inp, out = tmp(), tmp()
+  write_lines(inp, requests(4, function() return { max_tokens = 12, mock = { tokens_per_sec = 50 } } end, "itl"))
+  local summary = batch.run { input = inp, output = out, base_url = BASE, quiet = true }
+  T.eq(summary.outcomes.finished, 4)
+  for line in io.lines(out) do
+    local m = cjson.decode(line).sluice.metrics
+    T.ok(m.tpot > 0.015 and m.tpot < 0.03, "TPOT ~20 ms: " .. m.tpot)
+    T.ok(m.itl.p50 > 0.015 and m.itl.p50 < 0.03, "ITL median ~20 ms: " .. m.itl.p50)
+    T.ok(m.itl.mean > 0.015 and m.itl.mean < 0.03 and m.itl.p99 >= m.itl.p50, "ITL mean ~20 ms, p99 >= p50")
+  end
+  T.ok(summary.itl.median > 0.015 and summary.itl.median < 0.03, "the run's ITL median ~20 ms")
+  -- sluice.gaps: the gaps between neighbours, sorted, and their sum
+  local g, sum = sluice.gaps { 1, 4, 2, 2.5 }
+  T.eq(#g, 3)
+  T.ok(g[1] == -2 and g[2] == 0.5 and g[3] == 3 and sum == 1.5, "gaps sorted, sum in order")
+  local e, zero = sluice.gaps { 7 }
+  T.ok(#e == 0 and zero == 0, "one time: no gap")
+  local long = {}
+  for i = 1, 1000 do long[i] = i * i end
+  local lg = sluice.gaps(long)
+  T.ok(#lg == 999 and lg[1] == 3 and lg[999] == 1999, "a long list")
+  local ok, err = pcall(sluice.gaps, { 1, "x" })
+  T.ok(not ok, "a list with a string in it is an error")
+  T.contains(tostring(err), "item 2")
+  os.remove(inp)
+  os.remove(out)
+end)
+
 T.case("two endpoints, one stopped mid-run: the run completes on the other", function()
   local mock = require "sluice.mock"
   local a = mock.start { tokens_per_sec = 50 }

@@ -6,6 +6,7 @@
 -- the output tokens the policies saved. Distributions are kept as histograms
 -- (2% buckets): memory stays the same however long the run.
 local floor, log, exp, format = math.floor, math.log, math.exp, string.format
+local gaps_of = require("sluice").gaps
 
 local M = {}
 
@@ -28,20 +29,14 @@ M.us = us
 -- gaps between tokens, sorted (what the run's ITL histogram takes).
 function M.request(started, ended, times, tokens)
   local e2e = ended - started
-  local m = { e2e = us(e2e), output_tokens = tokens }
+  local m = { e2e = floor(e2e * 1e6 + 0.5) / 1e6, output_tokens = tokens }
   local n = #times
   if n == 0 then return m, nil end
   local ttft = times[1] - started
-  m.ttft = us(ttft)
+  m.ttft = floor(ttft * 1e6 + 0.5) / 1e6
   if tokens > 1 then m.tpot = us((e2e - ttft) / (tokens - 1)) end
   if n < 2 then return m, nil end
-  local gaps, sum, prev = {}, 0, times[1]
-  for i = 2, n do
-    local t = times[i]
-    local g = t - prev
-    gaps[i - 1], sum, prev = g, sum + g, t
-  end
-  table.sort(gaps)
+  local gaps, sum = gaps_of(times)  -- sorted, in C
   m.itl = { mean = us(sum / (n - 1)), p50 = us(quantile_sorted(gaps, 0.5)), p99 = us(quantile_sorted(gaps, 0.99)) }
   return m, gaps, sum
 end

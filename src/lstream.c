@@ -7,6 +7,7 @@
 #define _GNU_SOURCE  /* strptime, timegm */
 #include <math.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -564,6 +565,26 @@ static int l_headers(lua_State *L) {
   return 1;
 }
 
+/* s:header(name) -> the value of one response header (any case), or nil:
+   no table built for a single lookup. */
+static int l_header(lua_State *L) {
+  sl_stream *s = check_stream(L, 1);
+  size_t n, i;
+  const char *name = luaL_checklstring(L, 2, &n);
+  char low[128];
+  const char *v;
+  if (n >= sizeof low) {
+    lua_pushnil(L);
+    return 1;
+  }
+  for (i = 0; i < n; i++) low[i] = (char)tolower((unsigned char)name[i]);
+  low[n] = '\0';
+  v = sl_stream_header(s, low);
+  if (v) lua_pushstring(L, v);
+  else lua_pushnil(L);
+  return 1;
+}
+
 static void set_time(lua_State *L, const char *k, double v) {
   if (v) {
     lua_pushnumber(L, v);
@@ -792,7 +813,7 @@ static int l_fetch(lua_State *L) {
 static const luaL_Reg stream_methods[] = {
     {"next", l_next},       {"next_text", l_next_text}, {"events", l_events},   {"cancel", l_cancel},
     {"close", l_close},     {"state", l_state},     {"status", l_status},
-    {"headers", l_headers}, {"metrics", l_metrics}, {"trace_text", l_trace_text},
+    {"headers", l_headers}, {"header", l_header}, {"metrics", l_metrics}, {"trace_text", l_trace_text},
     {"trace_note", l_trace_note}, {"wait", l_wait}, {"_watch", l_watch}, {NULL, NULL}};
 
 static const luaL_Reg stream_meta[] = {

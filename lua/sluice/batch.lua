@@ -137,7 +137,7 @@ local function process(req, o, eps, make_policy)
         metrics, gaps, gap_sum = stats.request(started, ended, times, out_tokens)
       end
       return { req = req, res = res, attempts = attempts, metrics = metrics, endpoint = ep.url,
-               request_id = chat:headers()["x-request-id"] }, gaps, gap_sum
+               request_id = chat:header("x-request-id") }, gaps, gap_sum
     end
   end
 end

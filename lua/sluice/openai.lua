@@ -553,6 +553,7 @@ function Chat:state()
 end
 function Chat:status() return self.s:status() end
 function Chat:headers() return self.s:headers() end
+function Chat:header(name) return self.s:header(name) end
 
 -- The stream's metrics (the core's, plus tokens over every choice, the first
 -- choice's content_tokens, and ttft).

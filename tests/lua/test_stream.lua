@@ -34,6 +34,8 @@ T.case("an SSE chat stream read to the end", function()
   T.eq(s:status(), 200, "status")
   T.contains(s:headers()["content-type"], "text/event-stream", "content-type header")
   T.eq(s:headers()["x-request-id"], id, "request id header")
+  T.eq(s:header("X-Request-ID"), id, "one header, by a name in any case")
+  T.eq(s:header("x-no-such-header"), nil, "a header not sent")
   local m = s:metrics()
   T.ok(m.started <= m.connected and m.connected <= m.first_byte and m.first_byte <= m.first_event
        and m.first_event <= m.last_event and m.last_event <= m.ended, "metric times in order")

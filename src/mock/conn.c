@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <jansson.h>
+
 #include "mock.h"
 
 #define MAX_URL 8192
@@ -613,6 +615,18 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     stash(c, buf->base + used, len - used);
   if (c->pending_off < c->pending.len && !c->gen)
     conn_process(c);
+}
+
+void mock_server_free_state(mock_server *s) {
+  while (s->free_blocks) {
+    mock_write *w = s->free_blocks;
+    s->free_blocks = w->next_free;
+    free(w);
+  }
+  mock_standin_free(s);
+  mock_stats_free(&s->stats);
+  mock_replies_free(s->replies);  /* after the records, which name its rules */
+  json_decref(s->fault_counts);
 }
 
 void mock_conn_accept(mock_server *s) {

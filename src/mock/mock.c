@@ -344,15 +344,7 @@ static int listen_on(mock_server *s) {
 }
 
 static void free_server(mock_server *s) {
-  while (s->free_blocks) {
-    mock_write *w = s->free_blocks;
-    s->free_blocks = w->next_free;
-    free(w);
-  }
-  mock_standin_free(s);
-  mock_stats_free(&s->stats);
-  mock_replies_free(s->replies);  /* after the records, which name its rules */
-  json_decref(s->fault_counts);
+  mock_server_free_state(s);
   mock_tokens_free(s->tokens);
   free(s);
 }

@@ -204,6 +204,9 @@ struct mock_gen {
 /* conn.c */
 void mock_conn_parser_settings(http_parser_settings *settings);
 void mock_conn_accept(mock_server *s);
+/* Frees what a server holds besides itself, its loop, listener and tokens:
+   the write blocks kept for reuse, the stand-in, the records, the replies. */
+void mock_server_free_state(mock_server *s);
 void mock_conn_close(mock_conn *c, mock_after how);
 int mock_conn_alive(mock_conn *c);
 int mock_conn_write(mock_conn *c, const char *data, size_t len, uint32_t tokens);

@@ -128,15 +128,7 @@ static void check_answers(const char *out, size_t len) {
 /* ---- one connection ----------------------------------------------------- */
 
 static void free_server(mock_server *s) {
-  while (s->free_blocks) {
-    mock_write *w = s->free_blocks;
-    s->free_blocks = w->next_free;
-    free(w);
-  }
-  mock_standin_free(s);
-  mock_stats_free(&s->stats);
-  mock_replies_free(s->replies);
-  json_decref(s->fault_counts);
+  mock_server_free_state(s);  /* the tokens are default_tokens, kept */
   free(s);
 }
 

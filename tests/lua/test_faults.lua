@@ -98,6 +98,11 @@ local function same_tokens(got, want, what)
 end
 
 local FAST = { tokens_per_sec = 0 }
+-- Where a case checks the tokens sent after a stop: 40 ms a token, so a
+-- loaded machine has a token's time to pass the close through the proxy
+-- (at 100 tokens/s, with the whole suite running two at a time, a close
+-- once took ~30 ms to reach the mock and 3 tokens went out after it).
+local SLOW = 25
 
 T.case("latency both ways: every event arrives whole and in order, late by the latency", function()
   local fp <close>, url = faultproxy { "--latency", 150 }
@@ -183,7 +188,7 @@ end)
 
 T.case("idle timeout fires while the connection is stalled; the close reaches the mock through it", function()
   local fp <close>, url = faultproxy { "--stall-after", 1500 }
-  local s, id = open(url, { tokens_per_sec = 100 }, { body = { max_tokens = 1000 }, timeouts = { idle = 0.3 } })
+  local s, id = open(url, { tokens_per_sec = SLOW }, { body = { max_tokens = 1000 }, timeouts = { idle = 0.3 } })
   local events, err = read_all(s)
   T.eq(err and err.kind, "timeout", "error kind: " .. tostring(err))
   T.contains(err.message, "idle", "message")
@@ -199,14 +204,14 @@ end)
 
 T.case("total and first_byte timeouts fire while stalled", function()
   local fp <close>, url = faultproxy { "--stall-after", 1500 }
-  local s, id = open(url, { tokens_per_sec = 100 }, { body = { max_tokens = 1000 }, timeouts = { total = 0.5 } })
+  local s, id = open(url, { tokens_per_sec = SLOW }, { body = { max_tokens = 1000 }, timeouts = { total = 0.5 } })
   local _, err = read_all(s)
   T.eq(err and err.kind, "timeout", "total: kind")
   T.contains(err.message, "total", "total: message")
   T.assert_stopped(id, 0, s:metrics().ended)
   -- nothing at all gets through: not even the response head
   local fp2 <close>, url2 = faultproxy { "--stall-after", 0 }
-  local s2, id2 = open(url2, { tokens_per_sec = 100 }, { body = { max_tokens = 1000 },
+  local s2, id2 = open(url2, { tokens_per_sec = SLOW }, { body = { max_tokens = 1000 },
                                                           timeouts = { first_byte = 0.3 } })
   local ev, err2 = s2:next()
   T.eq(ev, nil, "no event")
@@ -256,7 +261,7 @@ end)
 
 T.case("a half-close mid-stream (FIN from the network): a transport error, never a clean end", function()
   local fp <close>, url, port = faultproxy { "--half-close-after", 2000 }
-  local s, id = open(url, { tokens_per_sec = 100 }, { body = { max_tokens = 1000 } })
+  local s, id = open(url, { tokens_per_sec = SLOW }, { body = { max_tokens = 1000 } })
   local events, err = read_all(s)
   T.ok(err ~= nil, "not a clean end: the chunked body was cut short")
   T.eq(err.kind, "transport", "kind: " .. tostring(err))

@@ -56,7 +56,7 @@ local function run(mode, signal)
   -- the stop: the signal, or the script going on to its end once it printed
   -- (which it did before this read); order, not milliseconds
   local stopped_at = sluice.now()
-  if signal then os.execute("kill -" .. signal .. " " .. pid) end
+  if signal then stopped_at = T.signal(pid, signal) end
   local rest = p:read("a")
   local _, how, code = p:close()
   local exited_at = sluice.now()

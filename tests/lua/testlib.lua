@@ -203,6 +203,15 @@ function T.read_tokens(s, n)
   return seen
 end
 
+-- Sends signal (a name: "INT", "TERM") to pid; returns when it was sent, as
+-- a stop time for T.assert_stopped: the moment kill(1) returned. The time
+-- before it would count the shell's start (tens of ms from an ASan build on
+-- a busy machine), while the child, not yet signalled, rightly streams on.
+function T.signal(pid, name)
+  os.execute("kill -" .. name .. " " .. pid)
+  return sluice.now()
+end
+
 -- The closing guarantee as the server sees it: the mock noticed the client
 -- close, and sent at most one token after `stopped_at` (sluice.now() when the
 -- script decided to stop, or any time after; the mock's clock is the same;

@@ -349,13 +349,12 @@ static int push_text(lua_State *L, const sl_event *ev) {
   return 1;
 }
 
-/* A text piece read (on L's top) goes into the stream's next text line,
-   written once the script has read all that came (sl_stream_pop). */
-static void trace_piece(lua_State *L, sl_stream *s) {
-  size_t len;
-  const char *p = lua_tolstring(L, -1, &len);
+/* A text piece read goes into the stream's next text line, written once the
+   script has read all that came (sl_stream_pop, or now when the queue is
+   empty already) or when the line is full. */
+static void trace_piece(sl_stream *s, const char *p, size_t len) {
   sl_trace_piece(s->rt->trace, &s->tp, p, len);
-  if (sl_trace_pieces_full(&s->tp)) sl_trace_text(s->rt->trace, &s->tp, s->id);
+  if (s->queued == 0 || sl_trace_pieces_full(&s->tp)) sl_trace_text(s->rt->trace, &s->tp, s->id);
 }
 
 /* sluice._chunk_text(json) -> text | nil: the fast path alone, for tests. */
@@ -382,8 +381,13 @@ static int next_k(lua_State *L, int status, lua_KContext mode) {
   if (!s) luaL_error(L, "attempt to use a released stream");
   if (status == LUA_YIELD) sl_task_check_cancel(L, t);
   if (sl_stream_peek(s, &ev)) {
-    if (mode != MODE_TEXT || !push_text(L, &ev)) push_event(L, s, &ev);
-    else if (s->rt->trace) trace_piece(L, s);
+    if (mode != MODE_TEXT || !push_text(L, &ev)) {
+      push_event(L, s, &ev);
+    } else if (s->rt->trace) {
+      size_t len;
+      const char *p = lua_tolstring(L, -1, &len);
+      trace_piece(s, p, len);
+    }
     sl_stream_pop(s);
     return 1;
   }
@@ -486,10 +490,7 @@ static int l_trace_text(lua_State *L) {
   sl_stream *s = check_stream(L, 1);
   size_t len;
   const char *p = luaL_checklstring(L, 2, &len);
-  if (s->rt->trace) {
-    sl_trace_piece(s->rt->trace, &s->tp, p, len);
-    if (s->queued == 0 || sl_trace_pieces_full(&s->tp)) sl_trace_text(s->rt->trace, &s->tp, s->id);
-  }
+  if (s->rt->trace) trace_piece(s, p, len);
   return 0;
 }
 
@@ -836,9 +837,31 @@ static int l_trace(lua_State *L) {
   return 1;
 }
 
+/* sluice._error_summary(body) -> the core's one line of an error body (a
+   JSON document's message, an HTML page's title, a text's first line); "" if
+   none. sluice._retry_after(value) -> seconds from now | nil: a Retry-After
+   header, both forms. What sluice.openai uses for a fetch's errors, so that
+   they read as the core's. */
+static int l_error_summary(lua_State *L) {
+  size_t len;
+  const char *body = luaL_optlstring(L, 1, "", &len);
+  char out[256];
+  sl_error_summary(body, len, out, sizeof out);
+  lua_pushstring(L, out);
+  return 1;
+}
+
+static int l_retry_after(lua_State *L) {
+  const char *v = luaL_optstring(L, 1, NULL);
+  double after = v ? retry_after(v) : -1;
+  if (after >= 0) lua_pushinteger(L, (lua_Integer)after);
+  else lua_pushnil(L);
+  return 1;
+}
+
 static const luaL_Reg stream_funcs[] = {
     {"stream", l_stream}, {"fetch", l_fetch}, {"_chunk_text", l_chunk_text}, {"trace", l_trace},
-    {NULL, NULL}};
+    {"_error_summary", l_error_summary}, {"_retry_after", l_retry_after}, {NULL, NULL}};
 
 static void push_upvalues(lua_State *L, int meta) {
   lua_pushvalue(L, meta);

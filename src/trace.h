@@ -15,6 +15,7 @@
 **   {"t":..,"ev":"stop","s":ID,"reason":".."}          the decision to stop (a cancel)
 **   {"t":..,"ev":"close","s":ID}                       the socket closed
 **   {"t":..,"ev":"end","s":ID,"state":"..","events":n,"bytes":n,"error":".."}
+**   {"t":..,"ev":"confirm","s":ID,"server_stopped_at":..,"how":".."}  the server's word
 */
 #ifndef SL_TRACE_H
 #define SL_TRACE_H

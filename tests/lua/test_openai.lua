@@ -362,6 +362,19 @@ T.case("client:models()", function()
   T.eq(ids[1], "mock-model", "model id")
 end)
 
+T.case("client:models(): an HTTP error reads as a stream's, from the core's summary of the body", function()
+  local ids, err = openai.client({ base_url = T.url .. "/nope", api_key = "" }):models()
+  T.eq(ids, nil, "no list")
+  T.eq(err.kind, "http", "kind")
+  T.eq(err.status, 404, "status")
+  T.contains(tostring(err), "http 404: ", "reads once")
+  T.contains(tostring(err), "not found", "the body's message")
+  T.eq(sluice._retry_after("7"), 7, "Retry-After in seconds")
+  local in_a_minute = sluice._retry_after(os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 60))
+  T.ok(in_a_minute >= 55 and in_a_minute <= 61, "Retry-After as an HTTP-date: " .. tostring(in_a_minute))
+  T.eq(sluice._retry_after("soon"), nil, "neither form")
+end)
+
 T.case("a server that echoes the API key inside the stream: the key never reaches the error", function()
   local key = "sk-live-secret-0123456789"
   local client = openai.client { base_url = T.url .. "/v1", api_key = key }

@@ -96,19 +96,17 @@ function M.http(err)
   return add_fields(err, decode(err.body or ""))
 end
 
--- An HTTP error from a fetch's {status, body, headers} (client:models()).
+-- An HTTP error from a fetch's {status, body, headers} (client:models()),
+-- read as the core reads a stream's: its message from sluice._error_summary,
+-- Retry-After in either form.
 function M.from_response(res, secrets)
-  local body = clean(res.body, secrets)
-  local doc = decode(res.body or "")
-  local e = error_fields(doc)
-  local msg = e and clean(str(e.message), secrets)
-  if not msg or msg == "" then msg = (body or ""):match("^%s*([^\n]*)"):gsub("%s+", " "):sub(1, 200) end
+  local msg = clean(sluice._error_summary(res.body), secrets)
   local err = M.new("http", msg ~= "" and format("http %d: %s", res.status, msg) or format("http %d", res.status),
-                    { status = res.status, body = body })
+                    { status = res.status, body = clean(res.body, secrets) })
   local h = res.headers or {}
   err.request_id = h["x-request-id"] or h["request-id"]
-  err.retry_after = tointeger(tonumber(h["retry-after"] or ""))
-  return add_fields(err, doc, secrets)
+  err.retry_after = sluice._retry_after(h["retry-after"])
+  return add_fields(err, decode(res.body or ""), secrets)
 end
 
 -- An error the server reported inside a 200 stream (an error chunk or an SSE

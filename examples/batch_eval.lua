@@ -11,7 +11,6 @@
 -- what the mock should generate: a short working, the right final answer, and
 -- a long ramble after it -- or the line's mock_reply instead (one of the
 -- bundled questions gets a wrong answer, one never reaches a final answer).
-local sluice = require "sluice"
 local cjson = require "cjson"
 local policy = require "sluice.policy"
 local batch = require "sluice.batch"

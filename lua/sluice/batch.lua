@@ -22,7 +22,6 @@ local stats = require "sluice.batch.stats"
 local endpoints = require "sluice.batch.endpoints"
 
 local now, sleep = sluice.now, sluice.sleep
-local format = string.format
 
 local batch = {}
 

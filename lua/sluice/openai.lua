@@ -17,7 +17,7 @@ local request = require "sluice.openai.request"
 local decode = require("cjson.safe").decode
 local now = sluice.now
 local concat, sub, format = table.concat, string.sub, string.format
-local type, setmetatable, pairs = type, setmetatable, pairs
+local type, setmetatable = type, setmetatable
 local chars = policy.chars
 local new_error, int, ints = errors.new, errors.int, errors.ints
 

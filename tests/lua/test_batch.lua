@@ -57,8 +57,6 @@ local function cli(args, env)
   return out, code
 end
 
-local function is_int(v) return math.type(v) == "integer" end
-
 T.case("records in the Batch output shape, field by field", function()
   local inp, out = tmp(), tmp()
   local lines = requests(3, function(i) return { mock = { tokens_per_sec = 0 }, max_tokens = 4 } end)

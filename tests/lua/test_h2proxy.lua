@@ -87,10 +87,10 @@ end
 local PACE = { tokens_per_sec = 25 }
 
 T.case("h2 through nghttpx: the streams share one connection (a connection each before libcurl 8.15), each has its own backend connection", function()
-  local ss, ids, first = {}, {}, {}
+  local ss, ids = {}, {}
   for i = 1, 3 do
     ss[i], ids[i] = open({ tokens_per_sec = 50 }, { max_tokens = 20 })
-    first[i] = assert(ss[i]:next())
+    assert(ss[i]:next())
   end
   for i = 1, 3 do
     local n, err = drain(ss[i])

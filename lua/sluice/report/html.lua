@@ -11,7 +11,6 @@ local model = require "sluice.report.model"
 local style = require "sluice.report.style"
 
 local esc = style.escape
-local format = string.format
 
 local M = {}
 

@@ -397,8 +397,8 @@ static void pump(mock_gen *g) {
 }
 
 void mock_gen_on_drain(mock_gen *g) {
-  if (g->phase == PHASE_NONSTREAM)
-    return;
+  if (g->phase == PHASE_NONSTREAM || g->raw_body)
+    return;  /* written whole at the start */
   if (g->blocked || g->ns_per_item == 0)
     pump(g);
 }
@@ -646,26 +646,27 @@ void mock_gen_start(mock_gen *g) {
   g->t_first = g->t_headers + g->ttft_ns;
   g->next_ping = g->t_headers + g->ping_ns;
 
+  g->chunked = c->parser.http_major > 1 ||
+               (c->parser.http_major == 1 && c->parser.http_minor >= 1);
   if (g->raw_body) {  /* a hand-written response: as it is, then end or hold */
     mock_buf b;
-    int rc;
     mock_buf_init(&b);
     mock_buf_printf(&b,
                     "HTTP/1.1 200 OK\r\nServer: sluice-mock\r\nContent-Type: %s\r\n"
-                    "X-Request-Id: %s\r\nTransfer-Encoding: chunked\r\nConnection: %s\r\n\r\n",
+                    "X-Request-Id: %s\r\n%sConnection: %s\r\n\r\n",
                     g->raw_type ? g->raw_type : "text/event-stream", g->rec->id,
-                    c->keep_alive ? "keep-alive" : "close");
-    if (g->raw_len) {
-      mock_buf_printf(&b, "%zx\r\n", g->raw_len);
-      mock_buf_append(&b, g->raw_body, g->raw_len);
-      mock_buf_puts(&b, "\r\n");
-    }
-    if (!g->hold) mock_buf_puts(&b, "0\r\n\r\n");
-    rc = mock_conn_write(c, b.data, b.len, 1);
-    mock_buf_free(&b);
+                    g->chunked ? "Transfer-Encoding: chunked\r\n" : "",
+                    g->chunked && c->keep_alive ? "keep-alive" : "close");
+    if (g->raw_len && g->chunked) mock_buf_printf(&b, "%zx\r\n", g->raw_len);
+    mock_buf_append(&b, g->raw_body, g->raw_len);
+    if (g->raw_len && g->chunked) mock_buf_puts(&b, "\r\n");
+    if (!g->hold && g->chunked) mock_buf_puts(&b, "0\r\n\r\n");
+    /* recorded first: a write that fails frees g */
     mock_record_tokens(g->rec, uv_hrtime(), 1);  /* the body counts as one token */
     g->phase = PHASE_STALL;
-    if (rc == 0 && !g->hold) mock_gen_finish(g, 1, MOCK_AFTER_NEXT);
+    int rc = mock_conn_write(c, b.data, b.len, 1);
+    mock_buf_free(&b);
+    if (rc == 0 && !g->hold) mock_gen_finish(g, 1, g->chunked ? MOCK_AFTER_NEXT : MOCK_AFTER_CLOSE);
     return;  /* held: until the client closes */
   }
   if (!g->stream) {
@@ -679,8 +680,6 @@ void mock_gen_start(mock_gen *g) {
     return;
   }
 
-  g->chunked = c->parser.http_major > 1 ||
-               (c->parser.http_major == 1 && c->parser.http_minor >= 1);
   build_pieces(g);
   g->phase = g->ping_only ? PHASE_PING_ONLY : PHASE_ITEMS;
   char headers[512];

@@ -178,7 +178,6 @@ function batch.run(o)
     writer, err = output.open(o.output)
     if not writer then return nil, "cannot write " .. o.output .. ": " .. tostring(err) end
   end
-  local hash = input.hash
   local done
   if o.redo_failed then
     done = function(cid) return not (cid and st.failed:has(cid)) end
@@ -211,14 +210,15 @@ function batch.run(o)
   local run = stats.run(total)
   run.skipped = skipped
   run.started = now()
-  local redone = {}
+  local redone = o.redo_failed and input.idset() or nil  -- the custom_ids redone, for finish()
   local tty = sluice.isatty(2)
   local show_progress = not o.quiet and (o.progress ~= false)
 
   local function write(r, gaps, gap_sum)
     local text, rec = record.line(r)
     writer:write(text)
-    if r.req then redone[hash(r.req.custom_id)] = true end
+    local cid = r.req and r.req.custom_id or r.custom_id
+    if redone and cid then redone:add(cid) end
     local mt = r.req and r.req.body and (r.req.body.max_tokens or r.req.body.max_completion_tokens)
     run:add(rec, gaps, math.tointeger(mt), gap_sum)
     if o.on_result then o.on_result(rec) end

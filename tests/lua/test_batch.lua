@@ -146,6 +146,27 @@ T.case("bad lines are error records naming the line; duplicates are refused befo
   os.remove(out2)
 end)
 
+T.case("a line that is no request keeps its custom_id: a rerun or --redo-failed never writes it twice", function()
+  local inp, out = tmp(), tmp()
+  local lines = requests(1, function() return { mock = { tokens_per_sec = 0 } } end, "fine")
+  lines[2] = '{"custom_id":"torn-json","method":"POST","url":'  -- starts like a request, is no JSON
+  lines[3] = '{"custom_id":"no-body","method":"POST","url":"/v1/chat/completions"}'
+  write_lines(inp, lines)
+  batch.run { input = inp, output = out, base_url = BASE, quiet = true }
+  local recs, dups = by_id(read_records(out))
+  T.eq(#dups, 0, "one record each")
+  T.ok(recs["torn-json"] and recs["torn-json"].error ~= cjson.null, "the torn line's record carries its custom_id")
+  T.ok(recs["no-body"] and recs["no-body"].error ~= cjson.null, "the line without a body: an error record")
+  batch.run { input = inp, output = out, base_url = BASE, quiet = true }
+  T.eq(#read_records(out), 3, "a rerun adds nothing")
+  batch.run { input = inp, output = out, base_url = BASE, quiet = true, redo_failed = true }
+  recs, dups = by_id(read_records(out))
+  T.eq(#dups, 0, "--redo-failed: still one record each")
+  T.eq(#read_records(out), 3, "three records")
+  os.remove(inp)
+  os.remove(out)
+end)
+
 T.case("--help lists every option", function()
   local text, code = cli("--help")
   T.eq(code, 0, "status")

@@ -33,7 +33,7 @@ M.idset = sluice.idset
 -- The custom_id of a line that starts {"custom_id":"...", without decoding
 -- the rest (generated batch files put it first); nil otherwise.
 local function quick_id(text)
-  return text:match('^{%s*"custom_id"%s*:%s*"([^"\\]*)"')
+  return text:match('^{%s*"custom_id"%s*:%s*"([^"\\]+)"')
 end
 
 local ENDPOINTS = { ["/v1/chat/completions"] = "/chat/completions", ["/v1/completions"] = "/completions",
@@ -97,18 +97,11 @@ function Reader:close()
   self.spooled = nil
 end
 
--- Is line text (number lineno) ours under the shard, and what is it? Returns
--- request, or nil, problem, custom_id; skip = true when another shard's.
+-- What line text (number lineno) is: a request, or nil, problem, custom_id.
+-- (Whose shard it is, id_of says: the same id in both passes.)
 function Reader:parse(text, lineno)
-  local req, problem, cid
-  if self.prompts then
-    req = prompt_line(text, lineno, self.model)
-  else
-    req, problem, cid = parse_batch_line(text, lineno)
-  end
-  local id = req and req.custom_id or cid or ("line " .. lineno)
-  if self.shard and M.shard_of(id, self.shard[2]) ~= self.shard[1] then return nil, nil, nil, true end
-  return req, problem, cid
+  if self.prompts then return prompt_line(text, lineno, self.model) end
+  return parse_batch_line(text, lineno)
 end
 
 -- Every line of the file with its number, blank lines left out.
@@ -193,7 +186,9 @@ function Reader:requests(done)
       if not skip and not done(id, lineno) then
         local req, problem, cid = self:parse(text, lineno)
         if req then return req end
-        return false, problem, cid, lineno
+        -- the id the first pass and done() know it by (a line that is no
+        -- JSON may still start with its custom_id)
+        return false, problem, cid or id, lineno
       end
     end
   end

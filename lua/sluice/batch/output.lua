@@ -10,7 +10,6 @@ local input = require "sluice.batch.input"
 
 local decode = require("cjson.safe").decode
 local encode = cjson.encode
-local hash = input.hash
 local find, sub = string.find, string.sub
 
 local M = {}
@@ -168,7 +167,7 @@ function M.redo(path)
     if old then
       for line in old:lines() do
         local cid, failed = read_record(line)
-        if cid and failed and not redone[hash(cid)] then w:write(line) end
+        if cid and failed and not redone:has(cid) then w:write(line) end
       end
       old:close()
     end

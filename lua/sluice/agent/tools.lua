@@ -40,8 +40,8 @@ function M.arguments(tool, text)
     if type(doc) ~= "table" then
       return nil, "the arguments are not valid JSON: " .. tostring(text):sub(1, 200)
     end
-    ints(doc)  -- 2, not 2.0
   end
+  ints(doc)  -- 2, not 2.0, however the arguments came (a ReAct Action Input too)
   local params = tool.parameters
   local required = type(params) == "table" and params.required
   if type(required) == "table" then

@@ -26,7 +26,7 @@ function M.reader(m)
   local handlers = {}
 
   function handlers.start(s, r, t)
-    if s.started then s = open(r.s, t) end
+    if s.started then s = open(s.id, t) end  -- s.id: an integer, as the first one
     s.started, s.start = true, t
     s.method, s.request_id, s.tag = r.method, r.request_id, r.tag
     local url = type(r.url) == "string" and r.url or ""

@@ -174,11 +174,16 @@ local function stream_turn(st, body, turn)
     for ev in chat:events() do
       ev.turn = turn
       if ev.type ~= "tool_call_delta" then st.tr:write(event_record(ev, turn)) end
-      local tool = (ev.type == "tool_call_delta" or ev.type == "tool_call") and st.by_name[ev.name]
+      -- tools start early for the first choice only (the one whose calls run)
+      local tool = ev.index == 0 and (ev.type == "tool_call_delta" or ev.type == "tool_call") and
+                   st.by_name[ev.name]
       if tool and tool.early and not ts.early[ev.call_index] and
          (ev.type == "tool_call" or type(decode(ev.arguments)) == "table") then
         ts.early[ev.call_index] = start_call(st, tool, { id = ev.id, name = ev.name, arguments = ev.arguments },
                                              turn, true)
+      end
+      if ev.type == "tool_call" and ev.index == 0 and ts.early[ev.call_index] then
+        ts.early[ev.call_index].call = ev.call  -- the very table result().tool_calls holds
       end
       if st.on_event then
         local act = st.on_event(ev, st.ctx)
@@ -327,9 +332,10 @@ local function run(o, mode)
     elseif #res.tool_calls > 0 then
       st.messages[#st.messages + 1] = { role = "assistant", content = res.text ~= "" and res.text or null,
                                         tool_calls = res.tool_calls }
-      local entries = {}
+      local entries, early = {}, {}
+      for _, e in pairs(ts.early) do if e.call then early[e.call] = e end end
       for i, call in ipairs(res.tool_calls) do
-        local entry = ts.early[i - 1]
+        local entry = early[call]
         if not entry then
           local tool = st.by_name[call["function"].name]
           if tool then
@@ -352,6 +358,7 @@ local function run(o, mode)
         end
         st.messages[#st.messages + 1] = { role = "tool", tool_call_id = res.tool_calls[i].id, content = content }
       end
+      cancel_calls(st, ts.early, "not among the turn's calls")  -- started early, never matched
     else
       st.messages[#st.messages + 1] = { role = "assistant", content = res.text }
       text = res.text

@@ -602,7 +602,9 @@ static int write_url_file(const char *path, int port) {
   int ok = fprintf(f, "http://127.0.0.1:%d\n", port) > 0;
   ok = fclose(f) == 0 && ok;
   if (!ok || rename(tmp, path) != 0) {
+    int e = errno;  /* what failed, not remove()'s */
     remove(tmp);
+    errno = e;
     return -1;
   }
   return 0;
@@ -686,12 +688,14 @@ int main(int argc, char **argv) {
   px.sigint.data = px.sigterm.data = &px;
   uv_signal_start(&px.sigint, on_signal, SIGINT);
   uv_signal_start(&px.sigterm, on_signal, SIGTERM);
+  int failed = 0;
   if (url_file && write_url_file(url_file, port) != 0) {
     fprintf(stderr, "faultproxy: cannot write %s: %s\n", url_file, strerror(errno));
     stop(&px);
+    failed = 1;  /* the exit says so: a test waiting for the file fails at once */
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&loop);
   if (rc != 0) fprintf(stderr, "faultproxy: loop not closed cleanly: %s\n", uv_strerror(rc));
-  return rc != 0;
+  return rc != 0 || failed;
 }

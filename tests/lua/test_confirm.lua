@@ -27,11 +27,7 @@ local function standin(opts)
   end })
 end
 
-local seq = 0
-local function request_id(name)
-  seq = seq + 1
-  return ("%s-%d-%d"):format(name, os.time(), seq)
-end
+local request_id = T.request_id
 
 local function body(extra)
   local b = { model = "mock-model", max_tokens = 1000, messages = { { role = "user", content = "hello" } } }

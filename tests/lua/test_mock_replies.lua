@@ -30,11 +30,7 @@ local function start()
   return setmetatable(server, { __close = function() server.stop() end })
 end
 
-local seq = 0
-local function next_id(name)
-  seq = seq + 1
-  return ("%s-%d-%d"):format(name, os.time(), seq)
-end
+local next_id = T.request_id
 
 -- One turn through sluice.openai: returns the finished chat's result, the
 -- request id and the chat. opts: tools and mock (the body's), stop_when.
@@ -58,15 +54,7 @@ local function record(server, id)
   error("no finished record of " .. id)
 end
 
--- Tokens the mock sent after time t (sluice.now(); the mock's clock is the
--- same), of the last four it keeps the times of: order, not milliseconds.
-local function sent_after(rec, t)
-  local n = 0
-  for _, at in ipairs(rec.recent_token_at) do
-    if at > t then n = n + 1 end
-  end
-  return n
-end
+local sent_after = T.sent_after
 
 local function copy(list, ...)
   local out = {}

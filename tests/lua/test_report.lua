@@ -23,14 +23,8 @@ local build_dir = bin:match("^(.*)/[^/]*$") or "."
 -- ---------------------------------------------------------------------------
 -- Helpers
 
-local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(sluice.exec({ "mkdir", "-p", p }, { timeout = 10 }).code == 0)
-  return p
-end
-
-local function rmdir(p) sluice.exec({ "rm", "-rf", p }, { timeout = 10 }) end
+local procs = require "procs"
+local tmpdir, rmdir = procs.tmpdir, procs.rmdir
 
 local function read_file(p) return assert(T.read_file(p), "cannot read " .. p) end
 

@@ -81,6 +81,12 @@ function T.chat(mock, extra)
 end
 
 local request_seq = 0
+-- A fresh request id: name-<time>-<n>, unique in this process.
+function T.request_id(name)
+  request_seq = request_seq + 1
+  return ("%s-%d-%d"):format(name, os.time(), request_seq)
+end
+
 -- Opens a streaming chat request to the mock with a fresh X-Request-Id.
 function T.open(mock, opts)
   request_seq = request_seq + 1

@@ -131,7 +131,7 @@ local function process(req, o, eps, make_policy)
       local out_tokens = res.usage and math.tointeger(res.usage.completion_tokens) or tokens
       local metrics, gaps, gap_sum
       if err then
-        metrics = { e2e = ended - started, output_tokens = tokens }
+        metrics = { e2e = stats.us(ended - started), output_tokens = tokens }
       else
         metrics, gaps, gap_sum = stats.request(started, ended, times, out_tokens)
       end

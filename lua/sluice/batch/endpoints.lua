@@ -27,7 +27,7 @@ function M.new(base_urls, client_opts)
     local o = { base_url = url }
     for k, v in pairs(client_opts or {}) do o[k] = v end
     local c = openai.client(o)
-    list[i] = { url = c.base_url, client = c, in_flight = 0, down_until = 0, failures = 0, sent = 0, gen = 0 }
+    list[i] = { url = c.base_url, client = c, in_flight = 0, down_until = 0, failures = 0, gen = 0 }
   end
   return setmetatable({ list = list, turn = 0 }, Set)
 end
@@ -49,7 +49,6 @@ function Set:take()
   end
   best = best or soonest
   best.in_flight = best.in_flight + 1
-  best.sent = best.sent + 1
   return best, best.gen
 end
 

@@ -74,8 +74,7 @@ local Reader = {}
 Reader.__index = Reader
 
 function M.open(o)
-  local self = setmetatable({ path = o.path, prompts = o.prompts, model = o.model, shard = o.shard,
-                              spooled = nil }, Reader)
+  local self = setmetatable({ path = o.path, prompts = o.prompts, model = o.model, shard = o.shard }, Reader)
   if o.path == "-" then
     -- stdin is read once: spool it, so the check and the run see the same lines
     local tmp = os.tmpname()
@@ -167,7 +166,6 @@ function Reader:check(done)
       end
     end
   end
-  self.count = count
   return count, skipped
 end
 

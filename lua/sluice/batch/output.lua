@@ -9,7 +9,6 @@ local cjson = require "cjson"
 local input = require "sluice.batch.input"
 
 local decode = require("cjson.safe").decode
-local encode = cjson.encode
 local find, sub = string.find, string.sub
 
 local M = {}
@@ -95,28 +94,20 @@ local function repair(path)
 end
 
 -- Scans the output at path (missing: nothing done). Returns
--- { done = idset of custom_id hashes, failed = idset of those whose record
---   holds an error, bad_lines = {n -> true}, records, failures, torn (bytes
---   cut) }.
+-- { done = idset of custom_ids, failed = idset of those whose record holds
+--   an error, bad_lines = {n -> true} }, after cutting a torn last line.
 function M.scan(path)
-  local st = { done = input.idset(), bad_lines = {}, failed = input.idset(), records = 0, failures = 0,
-               torn = 0 }
-  st.torn = repair(path)
+  local st = { done = input.idset(), bad_lines = {}, failed = input.idset() }
+  repair(path)
   local f = io.open(path, "rb")
   if not f then return st end
   for line in f:lines() do
     local cid, failed, bad = read_record(line)
-    if cid or bad then
-      st.records = st.records + 1
-      if cid then
-        st.done:add(cid)
-        if failed then
-          st.failed:add(cid)
-          st.failures = st.failures + 1
-        end
-      elseif bad then
-        st.bad_lines[bad] = true
-      end
+    if cid then
+      st.done:add(cid)
+      if failed then st.failed:add(cid) end
+    elseif bad then
+      st.bad_lines[bad] = true
     end
   end
   f:close()
@@ -131,13 +122,12 @@ function M.open(path, mode)
   local f, err = io.open(path, mode or "ab")
   if not f then return nil, err end
   f:setvbuf("no")  -- one write(2) per line: a crash cannot tear two
-  return setmetatable({ f = f, path = path, written = 0 }, Writer)
+  return setmetatable({ f = f, path = path }, Writer)
 end
 
 function Writer:write(line)
   local ok, err = self.f:write(line, "\n")
   if not ok then error("cannot write " .. self.path .. ": " .. tostring(err), 0) end
-  self.written = self.written + 1
 end
 
 function Writer:close()
@@ -177,5 +167,4 @@ function M.redo(path)
   return w, st
 end
 
-M.encode = encode
 return M

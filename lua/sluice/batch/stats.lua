@@ -29,11 +29,11 @@ M.us = us
 -- gaps between tokens, sorted (what the run's ITL histogram takes).
 function M.request(started, ended, times, tokens)
   local e2e = ended - started
-  local m = { e2e = floor(e2e * 1e6 + 0.5) / 1e6, output_tokens = tokens }
+  local m = { e2e = us(e2e), output_tokens = tokens }
   local n = #times
   if n == 0 then return m, nil end
   local ttft = times[1] - started
-  m.ttft = floor(ttft * 1e6 + 0.5) / 1e6
+  m.ttft = us(ttft)
   if tokens > 1 then m.tpot = us((e2e - ttft) / (tokens - 1)) end
   if n < 2 then return m, nil end
   local gaps, sum = gaps_of(times)  -- sorted, in C

@@ -53,19 +53,20 @@ local function policy_or_factory(v)
   return policy.kind(v)
 end
 
+-- The client's options are checked as openai.client checks them.
+local cs = require("sluice.openai.request").client_spec
 local spec = {
   input = "string", prompts = "string", model = "string", output = "string",
   concurrency = "count", rate = "seconds", poisson = "flag",
-  base_url = list_of("string"), api_key = "line",
+  base_url = list_of("string"), api_key = cs.api_key,
   policy = policy_or_factory, stop_on = list_of("string"), max_output = "count",
   deadline = "seconds", ttft = "seconds", idle = "seconds",
   retries = args.integer(0), retry_base = "seconds",
   shard = shard_kind, redo_failed = "flag",
   quiet = "flag", progress = "flag", summary = "string",
   on_result = "function", on_interrupt = "function",
-  timeouts = { connect = "seconds", first_byte = "seconds", idle = "seconds", total = "seconds" },
-  headers = "headers", insecure = "flag", ca_file = "string", http2 = "flag", trace = "string",
-  confirm = function(v) return require("sluice.confirm").kind(v) end,
+  timeouts = cs.timeouts, headers = cs.headers, insecure = cs.insecure, ca_file = cs.ca_file,
+  http2 = cs.http2, confirm = cs.confirm, trace = "string",
 }
 
 -- The policy of a request: the run's flags and its policy (a value, or a

@@ -34,24 +34,19 @@ local function write(path, text)
   return path
 end
 
--- report.write_html(model or input path, out path, opts) -> out path | nil, message
-function report.write_html(m, path, opts)
-  if type(m) == "string" then
-    local err
-    m, err = input.read(m, opts)
-    if not m then return nil, err end
+-- report.write_html / write_svg(model or input path, out path, opts) ->
+-- out path | nil, message
+local function writer(draw)
+  return function(m, path, opts)
+    if type(m) == "string" then
+      local err
+      m, err = input.read(m, opts)
+      if not m then return nil, err end
+    end
+    return write(path, draw(m, opts))
   end
-  return write(path, report.html(m, opts))
 end
-
--- report.write_svg(model or input path, out path, opts) -> out path | nil, message
-function report.write_svg(m, path, opts)
-  if type(m) == "string" then
-    local err
-    m, err = input.read(m, opts)
-    if not m then return nil, err end
-  end
-  return write(path, report.svg(m, opts))
-end
+report.write_html = writer(function(m, opts) return report.html(m, opts) end)
+report.write_svg = writer(function(m, opts) return report.svg(m, opts) end)
 
 return report

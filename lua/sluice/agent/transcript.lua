@@ -6,6 +6,7 @@ local sluice = require "sluice"
 local cjson = require "cjson"
 
 local encode = cjson.encode
+local decode_safe = require("cjson.safe").decode
 local now = sluice.now
 
 local M = {}
@@ -42,7 +43,7 @@ function M.read(path)
   local f = io.open(path, "rb")
   if not f then return out end
   for line in f:lines() do
-    local rec = require("cjson.safe").decode(line)
+    local rec = decode_safe(line)
     if type(rec) == "table" then out[#out + 1] = rec end
   end
   f:close()

@@ -526,7 +526,7 @@ function M.render(m, opts)
   opts = opts or {}
   local t = m.totals
   local count, dur = model.count, model.duration
-  local kind = m.kind == "trace" and "trace" or m.kind == "batch" and "batch output" or "agent transcript"
+  local kind = model.KIND_NAMES[m.kind]
   local title = opts.title or ("sluice report: " .. tostring(m.source or kind))
   local saved
   if t.saved_known > 0 then saved = count(t.saved)

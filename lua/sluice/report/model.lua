@@ -55,7 +55,8 @@ local function median(list)
   if n % 2 == 1 then return list[(n + 1) // 2] end
   return (list[n // 2] + list[n // 2 + 1]) / 2
 end
-M.median = median
+-- What each kind of input is called on a page.
+M.KIND_NAMES = { trace = "trace", batch = "batch output", agent = "agent transcript" }
 
 local function outcome_of(s)
   if s.state == "done" then return "finished"

@@ -22,12 +22,12 @@ function M.render(m, opts)
   local streams = model.sorted(m.streams, opts.sort)
   local limit = opts.rows or 200
   local folded = limit > 0 and #streams > limit
-  local v0, v1 = 0, math.max(m.t1 - m.t0, 1e-6)
-  local function x_of(t) return LW + (t - m.t0 - v0) / (v1 - v0) * CW end
+  local v1 = math.max(m.t1 - m.t0, 1e-6)  -- the span drawn (a static picture: no zoom)
+  local function x_of(t) return LW + (t - m.t0) / v1 * CW end
   local function clamp(x) return math.max(LW, math.min(LW + CW, x)) end
 
   local head = {}
-  local kind = m.kind == "trace" and "trace" or m.kind == "batch" and "batch output" or "agent transcript"
+  local kind = model.KIND_NAMES[m.kind]
   head[1] = ("sluice report: %s %s"):format(kind, m.source or "")
   for _, l in ipairs(model.totals_lines(m)) do head[#head + 1] = l end
   for _, n in ipairs(m.notes) do head[#head + 1] = "note: " .. n end
@@ -64,12 +64,12 @@ function M.render(m, opts)
   end
 
   -- axis
-  local step = style.axis_step(v1 - v0, math.max(2, CW // 110))
+  local step = style.axis_step(v1, math.max(2, CW // 110))
   put(format('<g font-size="11" fill="#555"><text x="10" y="%d">%s</text>', axis_y + 11,
              m.relative and "from each start" or "from the first start"))
-  local t = math.ceil(v0 / step) * step
+  local t = 0
   while t <= v1 + step * 1e-9 do
-    local ax = f1(LW + (t - v0) / (v1 - v0) * CW)
+    local ax = f1(LW + t / v1 * CW)
     put(format('<line x1="%s" x2="%s" y1="%d" y2="%d" stroke="#ddd"/><text x="%s" y="%d" text-anchor="middle">%s' ..
                '</text>', ax, ax, axis_y + 14, H - 8, ax, axis_y + 11, style.axis_label(t)))
     t = t + step
@@ -79,7 +79,7 @@ function M.render(m, opts)
   if folded then
     -- the band: streams open per bucket, stacked by outcome
     local n, BH = math.max(10, CW // 3), 70
-    local bw = (v1 - v0) / n
+    local bw = v1 / n
     local layers, acc = {}, {}
     for b = 1, n do acc[b] = 0 end
     for _, o in ipairs(model.OUTCOMES) do
@@ -87,8 +87,8 @@ function M.render(m, opts)
       for b = 1, n + 1 do diff[b] = 0 end
       for _, s in ipairs(streams) do
         if s.outcome == o then
-          local b0 = math.max(1, math.min(n, math.floor((s.start - m.t0 - v0) / bw) + 1))
-          local b1 = math.max(1, math.min(n, math.floor((s.ends - m.t0 - v0) / bw) + 1))
+          local b0 = math.max(1, math.min(n, math.floor((s.start - m.t0) / bw) + 1))
+          local b1 = math.max(1, math.min(n, math.floor((s.ends - m.t0) / bw) + 1))
           diff[b0] = diff[b0] + 1
           diff[b1 + 1] = diff[b1 + 1] - 1
         end

@@ -22,7 +22,6 @@ local function fit(s, n, right)
   local pad = (" "):rep(n - len)
   return right and pad .. s or s .. pad
 end
-M.fit = fit
 
 -- Puts text in lines of at most width characters, broken between words
 -- (or between items, with sep = "  ").
@@ -41,10 +40,15 @@ local function wrap(text, width, put, sep)
   if line ~= "" then put(fit(line, width)) end
 end
 
+-- The cell (1..cells) a time falls in.
+local function cell_of(cells, t0, dt)
+  return function(t) return math.max(1, math.min(cells, math.floor((t - t0) / dt) + 1)) end
+end
+
 -- The cells of one stream's bar: a list of glyphs, and which are marks.
 local function bar(s, cells, t0, dt)
   local out, mark = {}, {}
-  local function cell(t) return math.max(1, math.min(cells, math.floor((t - t0) / dt) + 1)) end
+  local cell = cell_of(cells, t0, dt)
   local a, z = cell(s.start), cell(s.ends)
   local first = s.first and cell(s.first) or z + 1
   for c = 1, cells do
@@ -71,7 +75,7 @@ end
 local function band(streams, cells, t0, dt)
   local open, tokens = {}, {}
   for c = 1, cells + 1 do open[c], tokens[c] = 0, 0 end
-  local function cell(t) return math.max(1, math.min(cells, math.floor((t - t0) / dt) + 1)) end
+  local cell = cell_of(cells, t0, dt)
   for _, s in ipairs(streams) do
     open[cell(s.start)] = open[cell(s.start)] + 1
     open[cell(s.ends) + 1] = open[cell(s.ends) + 1] - 1
@@ -110,7 +114,7 @@ function M.render(m, o)
   local lines = {}
   local function put(s) lines[#lines + 1] = s end
 
-  local kind = m.kind == "trace" and "trace" or m.kind == "batch" and "batch output" or "agent transcript"
+  local kind = model.KIND_NAMES[m.kind]
   put(paint(BOLD, fit(("sluice report: %s %s"):format(kind, m.source or ""), width)))
   for _, l in ipairs(model.totals_lines(m)) do wrap(l, width, put) end
   if m.plain > 0 then

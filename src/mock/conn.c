@@ -342,27 +342,24 @@ static void route_stats(mock_conn *c) {
     mock_buf_free(&b);
 }
 
-static int path_is(const char *path, size_t len, const char *want) {
-  return strlen(want) == len && memcmp(path, want, len) == 0;
-}
 
 static void conn_dispatch(mock_conn *c) {
   const char *path = c->url.data ? c->url.data : "/";
   size_t len = strcspn(path, "?#");
   int method = c->parser.method;
-  int chat = path_is(path, len, "/v1/chat/completions");
+  int chat = mock_path_is(path, len, "/v1/chat/completions");
   int known = 1, allowed = 1;
 
-  if (chat || path_is(path, len, "/v1/completions")) {
+  if (chat || mock_path_is(path, len, "/v1/completions")) {
     if ((allowed = method == HTTP_POST))
       mock_request_start(c, chat);
-  } else if (path_is(path, len, "/v1/models")) {
+  } else if (mock_path_is(path, len, "/v1/models")) {
     if ((allowed = method == HTTP_GET))
       route_models(c);
-  } else if (path_is(path, len, "/stats")) {
+  } else if (mock_path_is(path, len, "/stats")) {
     if ((allowed = method == HTTP_GET))
       route_stats(c);
-  } else if (path_is(path, len, "/stats/reset")) {
+  } else if (mock_path_is(path, len, "/stats/reset")) {
     if ((allowed = method == HTTP_POST)) {
       mock_stats_reset(&c->server->stats);
       mock_conn_respond(c, 200, "application/json", "{\"ok\":true}", 11, NULL);
@@ -370,7 +367,7 @@ static void conn_dispatch(mock_conn *c) {
   } else if (mock_standin_serves(c->server, path, len)) {
     if ((allowed = method == HTTP_GET))
       mock_standin_route(c, path, len);
-  } else if (path_is(path, len, "/health")) {
+  } else if (mock_path_is(path, len, "/health")) {
     if ((allowed = method == HTTP_GET))
       mock_conn_respond(c, 200, "text/plain", "ok", 2, NULL);
   } else {

@@ -700,19 +700,19 @@ void mock_gen_start(mock_gen *g) {
 ** answer) by its first choice's reason, "length" or else "stop"; one the
 ** client left, or a fault cut short, "abort".
 */
-static const char *gen_outcome(const mock_gen *g) {
+static int gen_outcome(const mock_gen *g) {
   int finished;
   if (g->rec->client_closed || !g->rec->completed)
-    return "abort";
-  if (g->raw_body || g->choices == NULL || g->n == 0)
-    return "stop"; /* a hand-written response, as it was meant */
+    return MOCK_OUTCOME_ABORT;
+  if (g->raw_body)
+    return MOCK_OUTCOME_STOP; /* a hand-written response, as it was meant */
   if (g->phase == PHASE_NONSTREAM)
     finished = g->nonstream_action == NONSTREAM_ANSWER;
   else
     finished = g->finished == g->n;
   if (!finished)
-    return "abort";
-  return strcmp(g->choices[0].finish_reason, "length") == 0 ? "length" : "stop";
+    return MOCK_OUTCOME_ABORT;
+  return strcmp(g->choices[0].finish_reason, "length") == 0 ? MOCK_OUTCOME_LENGTH : MOCK_OUTCOME_STOP;
 }
 
 /* Frees g; when it is the connection's running generation, stops it. (A

@@ -10,6 +10,7 @@
 #define MOCK_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <http_parser.h>
 #include <uv.h>
@@ -263,9 +264,14 @@ void mock_standin_close(mock_server *s);    /* shutdown: its timer, what lingers
 void mock_standin_free(mock_server *s);     /* after the loop is closed */
 /* A generation begins: 1 when it has to wait for a free slot. */
 int mock_standin_begin(mock_gen *g);
-/* A begun generation ends; outcome is vLLM's finished_reason: "stop",
-   "length" or "abort". */
-void mock_standin_end(mock_gen *g, const char *outcome);
+/* Is the request target's path (len bytes) want? */
+static inline int mock_path_is(const char *path, size_t len, const char *want) {
+  return strlen(want) == len && memcmp(path, want, len) == 0;
+}
+
+/* A begun generation ends; outcome is vLLM's finished_reason. */
+enum { MOCK_OUTCOME_STOP, MOCK_OUTCOME_LENGTH, MOCK_OUTCOME_ABORT, MOCK_OUTCOME_COUNT };
+void mock_standin_end(mock_gen *g, int outcome);
 /* Whether the stand-in serves path (/slots, /metrics, /health), and a GET of it. */
 int mock_standin_serves(const mock_server *s, const char *path, size_t len);
 void mock_standin_route(mock_conn *c, const char *path, size_t len);

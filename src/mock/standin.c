@@ -15,8 +15,7 @@
 #define DEFAULT_SLOTS 4
 #define SLOT_N_CTX 4096 /* the mock has no context window; one llama-server might show */
 
-enum { OUTCOME_STOP, OUTCOME_LENGTH, OUTCOME_ABORT, OUTCOME_COUNT };
-static const char *const outcome_names[OUTCOME_COUNT] = {"stop", "length", "abort"};
+static const char *const outcome_names[MOCK_OUTCOME_COUNT] = {"stop", "length", "abort"};
 
 /*
 ** A request as the played server sees it: from its generation's begin until
@@ -29,7 +28,7 @@ struct mock_standin_request {
   mock_record *rec;                  /* a reference */
   int slot;                          /* llama.cpp: its slot, -1 while deferred */
   int64_t task;                      /* llama.cpp's id_task */
-  int outcome;                       /* OUTCOME_*, once the generation ended */
+  int outcome;                       /* MOCK_OUTCOME_*, once the generation ended */
   uint64_t release_at;               /* lingering: when the server lets go */
 };
 
@@ -60,7 +59,7 @@ struct mock_standin {
   uint64_t delay_ns;
   /* counters */
   uint64_t prompt_tokens, predicted_tokens, prompt_ns, predicted_ns, n_tokens_max;
-  uint64_t outcomes[OUTCOME_COUNT];
+  uint64_t outcomes[MOCK_OUTCOME_COUNT];
 };
 
 int mock_standin_parse(const char *name) {
@@ -240,7 +239,7 @@ int mock_standin_begin(mock_gen *g) {
   return 0;
 }
 
-void mock_standin_end(mock_gen *g, const char *outcome) {
+void mock_standin_end(mock_gen *g, int outcome) {
   mock_standin *st = g->server->standin;
   mock_standin_request *r = g->standin;
   mock_record *rec = r->rec;
@@ -259,10 +258,7 @@ void mock_standin_end(mock_gen *g, const char *outcome) {
     st->prompt_ns += rec->first_token_at - g->t_headers;
     st->predicted_ns += rec->last_token_at - rec->first_token_at;
   }
-  r->outcome = OUTCOME_ABORT;
-  for (int i = 0; i < OUTCOME_COUNT; i++)
-    if (strcmp(outcome, outcome_names[i]) == 0)
-      r->outcome = i;
+  r->outcome = outcome;
   if (rec->client_closed && st->delay_ns > 0 && !st->server->stopping) {
     /* the generation stopped; the server is slow to say so */
     r->release_at = (rec->closed_at ? rec->closed_at : uv_hrtime()) + st->delay_ns;
@@ -275,16 +271,13 @@ void mock_standin_end(mock_gen *g, const char *outcome) {
 
 /* ---- documents -------------------------------------------------------- */
 
-static int path_is(const char *path, size_t len, const char *want) {
-  return strlen(want) == len && memcmp(path, want, len) == 0;
-}
 
 int mock_standin_serves(const mock_server *s, const char *path, size_t len) {
   const mock_standin *st = s->standin;
   if (st == NULL)
     return 0;
-  return path_is(path, len, "/metrics") || path_is(path, len, "/health") ||
-         (st->kind == MOCK_STANDIN_LLAMACPP && path_is(path, len, "/slots"));
+  return mock_path_is(path, len, "/metrics") || mock_path_is(path, len, "/health") ||
+         (st->kind == MOCK_STANDIN_LLAMACPP && mock_path_is(path, len, "/slots"));
 }
 
 /* Whether the query of a request target (what follows path) names param. */
@@ -408,7 +401,7 @@ static void render_vllm(const mock_standin *st, const char *model, mock_buf *b) 
   series(b, "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
   mock_buf_printf(b, "vllm:num_requests_waiting{engine=\"0\",%s} 0.0\n", l);
   series(b, "vllm:request_success_total", "counter", "Count of successfully processed requests.");
-  for (int i = 0; i < OUTCOME_COUNT; i++)
+  for (int i = 0; i < MOCK_OUTCOME_COUNT; i++)
     mock_buf_printf(b, "vllm:request_success_total{engine=\"0\",finished_reason=\"%s\",%s} %llu.0\n",
                     outcome_names[i], l, (unsigned long long)st->outcomes[i]);
   series(b, "vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.");
@@ -423,9 +416,9 @@ static void render_vllm(const mock_standin *st, const char *model, mock_buf *b) 
 void mock_standin_route(mock_conn *c, const char *path, size_t len) {
   const mock_standin *st = c->server->standin;
   int llama = st->kind == MOCK_STANDIN_LLAMACPP;
-  if (path_is(path, len, "/slots")) {
+  if (mock_path_is(path, len, "/slots")) {
     route_slots(c, path + len);
-  } else if (path_is(path, len, "/health")) {
+  } else if (mock_path_is(path, len, "/health")) {
     /* llama-server answers a JSON status; vLLM an empty 200 */
     if (llama)
       mock_conn_respond(c, 200, "application/json; charset=utf-8", "{\"status\":\"ok\"}", 15, NULL);

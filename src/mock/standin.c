@@ -231,7 +231,9 @@ int mock_standin_begin(mock_gen *g) {
   r->task = st->next_task++;
   g->standin = r;
   int i = -1;
-  if (st->kind == MOCK_STANDIN_LLAMACPP && (i = free_slot(st)) < 0) {
+  /* behind those already waiting: a slot freed for them (started on the
+     next loop pass) is not taken by a request that came after */
+  if (st->kind == MOCK_STANDIN_LLAMACPP && (st->deferred.head || (i = free_slot(st)) < 0)) {
     list_push(&st->deferred, r);
     return 1;
   }

@@ -169,16 +169,9 @@ function batch.run(o)
     shard = { tonumber(k), tonumber(n) }
   end
 
-  -- what is there already, then the input checked whole before anything is sent
-  local writer, st
-  if o.redo_failed then
-    writer, st = output.redo(o.output)
-  else
-    st = output.scan(o.output)
-    local err
-    writer, err = output.open(o.output)
-    if not writer then return nil, "cannot write " .. o.output .. ": " .. tostring(err) end
-  end
+  -- what is there already, then the input checked whole before anything is
+  -- sent or any file made
+  local st = output.scan(o.output)
   local done
   if o.redo_failed then
     done = function(cid) return not (cid and st.failed:has(cid)) end
@@ -190,15 +183,21 @@ function batch.run(o)
   end
   local reader, err = input.open { path = o.input or o.prompts, prompts = o.prompts ~= nil, model = o.model,
                                    shard = shard }
-  if not reader then
-    writer:close()
-    return nil, err
-  end
+  if not reader then return nil, err end
   local total, skipped = reader:check(done)
   if not total then
     reader:close()
-    writer:close()
     return nil, skipped
+  end
+  local writer
+  if o.redo_failed then
+    writer = output.redo(o.output)
+  else
+    writer, err = output.open(o.output)
+    if not writer then
+      reader:close()
+      return nil, "cannot write " .. o.output .. ": " .. tostring(err)
+    end
   end
 
   local bases = o.base_url

@@ -167,6 +167,24 @@ T.case("a line that is no request keeps its custom_id: a rerun or --redo-failed 
   os.remove(out)
 end)
 
+T.case("an input refused (duplicates, a missing file) makes no output file", function()
+  local inp, out = tmp(), tmp()
+  local dup = requests(2)
+  dup[3] = dup[1]
+  write_lines(inp, dup)
+  local summary, err = batch.run { input = inp, output = out, base_url = BASE, quiet = true }
+  T.eq(summary, nil, "refused")
+  T.contains(err, "used twice", "says why")
+  T.eq(T.read_file(out), nil, "no output file")
+  summary, err = batch.run { input = inp, output = out, base_url = BASE, quiet = true, redo_failed = true }
+  T.eq(summary, nil, "refused with --redo-failed too")
+  T.eq(T.read_file(out .. ".redo"), nil, "no .redo file left")
+  summary, err = batch.run { input = "/nonexistent/in.jsonl", output = out, base_url = BASE, quiet = true }
+  T.contains(tostring(err), "cannot read", "a missing input")
+  T.eq(T.read_file(out), nil, "still no output file")
+  os.remove(inp)
+end)
+
 T.case("--help lists every option", function()
   local text, code = cli("--help")
   T.eq(code, 0, "status")

@@ -138,10 +138,9 @@ end
 -- --redo-failed: the records of path that hold no error, copied to a new
 -- file (path .. ".redo"); the run appends the redone ones, and finish()
 -- renames it over path, after adding the old failed records that were not
--- redone (an interrupted run loses nothing). Returns the writer, and the
--- set of failed custom_id hashes to redo.
+-- redone (an interrupted run loses nothing). Returns the writer; path was
+-- scanned (and its torn line cut) first.
 function M.redo(path)
-  local st = M.scan(path)
   local tmp = path .. ".redo"
   local w = assert(M.open(tmp, "wb"))
   local f = io.open(path, "rb")
@@ -164,7 +163,7 @@ function M.redo(path)
     w:close()
     assert(os.rename(tmp, path))
   end
-  return w, st
+  return w
 end
 
 return M

@@ -138,4 +138,29 @@ function P.sh(cmd)
   return out
 end
 
+-- Test certificates in dir: make_ca(dir, name) -> dir/name.pem (and .key);
+-- make_cert(dir, name, ca, san, days) -> dir/name.pem, dir/name.key, a
+-- server certificate for san ("IP:127.0.0.1", "DNS:x") signed by CA ca,
+-- valid for days (negative: expired).
+local function openssl(dir, args)
+  local cmd = "cd " .. dir .. " && openssl " .. args .. " >>openssl.log 2>&1"
+  assert(os.execute(cmd), cmd)
+end
+
+function P.make_ca(dir, name)
+  openssl(dir, ("req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=%s -keyout %s.key -out %s.pem")
+    :format(name, name, name))
+  return dir .. "/" .. name .. ".pem"
+end
+
+function P.make_cert(dir, name, ca, san, days)
+  local f = assert(io.open(dir .. "/" .. name .. ".ext", "w"))
+  f:write("subjectAltName=", san, "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+  f:close()
+  openssl(dir, ("req -newkey rsa:2048 -nodes -subj /CN=%s -keyout %s.key -out %s.csr"):format(name, name, name))
+  openssl(dir, ("x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -days %d -extfile %s.ext -out %s.pem")
+    :format(name, ca, ca, days, name, name))
+  return dir .. "/" .. name .. ".pem", dir .. "/" .. name .. ".key"
+end
+
 return P

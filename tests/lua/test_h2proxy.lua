@@ -17,13 +17,8 @@ assert(io.open(NGHTTPX), "nghttpx is not installed (scripts/setup installs nghtt
 local FAULTPROXY = assert(os.getenv("SLUICE_FAULTPROXY_BIN"), "run me through tests/run_lua_test.sh")
 
 local dir = procs.tmpdir()
-local ca = dir .. "/ca.pem"
-procs.sh(("cd %q && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=sluice-test-ca " ..
-          "-keyout ca.key -out ca.pem && " ..
-          "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr && " ..
-          "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext && " ..
-          "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 " ..
-          "-extfile server.ext -out server.pem"):format(dir))
+local ca = procs.make_ca(dir, "ca")
+procs.make_cert(dir, "server", "ca", "IP:127.0.0.1", 1)
 
 -- The faultproxy in front of the mock, then nghttpx in front of it.
 local backend_url_file, backend_log = dir .. "/backend.url", dir .. "/backend.log"

@@ -152,24 +152,9 @@ end)
 -- A CA made here signs the servers' certificates: one for 127.0.0.1, one for
 -- another name only, one expired; another CA, which the script never
 -- trusts, signs a fourth.
-local function openssl(args)
-  local cmd = "cd " .. dir .. " && openssl " .. args .. " >>openssl.log 2>&1"
-  assert(os.execute(cmd), cmd)
-end
-local function make_ca(name)
-  openssl(("req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=%s -keyout %s.key -out %s.pem"):format(name, name, name))
-  return dir .. "/" .. name .. ".pem"
-end
--- days: negative for a certificate that has expired
-local function make_cert(name, ca, san, days)
-  local f = assert(io.open(dir .. "/" .. name .. ".ext", "w"))
-  f:write("subjectAltName=", san, "\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-  f:close()
-  openssl(("req -newkey rsa:2048 -nodes -subj /CN=%s -keyout %s.key -out %s.csr"):format(name, name, name))
-  openssl(("x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -days %d -extfile %s.ext -out %s.pem")
-    :format(name, ca, ca, days, name, name))
-  return dir .. "/" .. name .. ".pem", dir .. "/" .. name .. ".key"
-end
+local procs = require "procs"
+local function make_ca(name) return procs.make_ca(dir, name) end
+local function make_cert(name, ca, san, days) return procs.make_cert(dir, name, ca, san, days) end
 local ca = make_ca("ca")
 make_ca("other-ca")
 local servers = {}

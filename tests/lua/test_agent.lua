@@ -129,8 +129,7 @@ T.case("an early tool starts while the turn streams; an interrupted turn cancels
       if ev.type == "tool_call" then call_done_at = sluice.now() end
       if ev.type == "tool_start" then
         -- wait for the child to exist, then interrupt the turn
-        local deadline = sluice.now() + 5
-        while not read(pidfile) and sluice.now() < deadline do sluice.sleep(0.01) end
+        T.wait_until(function() return read(pidfile) end, 5)
       end
     end,
     stop_when = function(state)
@@ -141,8 +140,7 @@ T.case("an early tool starts while the turn streams; an interrupted turn cancels
   T.ok(not call_done_at or started_at <= call_done_at, "before the call was even complete in the stream")
   T.eq(r.stop_reason, "changed my mind", "stopped")
   local pid = read(pidfile):match("%d+")
-  local deadline = sluice.now() + 3
-  while not gone(pid) and sluice.now() < deadline do sluice.sleep(0.01) end
+  T.wait_until(function() return gone(pid) end, 3)
   T.ok(gone(pid), "the tool's child process is gone: killed and reaped, no zombie")
   T.wait_record(id, function(rec) return rec.client_closed end)
   os.remove(pidfile)
@@ -243,8 +241,7 @@ T.case("the transcript is valid JSONL after kill -9 mid-run", function()
   f:close()
   local p = assert(io.popen(("%q %q"):format(SLUICE, script)))
   local pid = p:read("l")
-  local deadline = sluice.now() + 10
-  while #(read(tr) or "") < 20000 and sluice.now() < deadline do sluice.sleep(0.02) end
+  T.wait_until(function() return #(read(tr) or "") >= 20000 end, 10, 0.02)
   os.execute("kill -9 " .. pid)
   p:close()
   local text = read(tr)

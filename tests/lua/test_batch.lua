@@ -260,8 +260,7 @@ T.case("kill -9 mid-run, then the same command: every custom_id once, no request
   local args = ("-i %q -o %q --base-url %q -c 10 -q"):format(inp, out, BASE)
   local p = assert(io.popen(("echo $$; exec %q batch %s"):format(SLUICE, args)))
   local pid = p:read("l")
-  local deadline = sluice.now() + 20
-  while #read_records(out) < 10 and sluice.now() < deadline do sluice.sleep(0.01) end
+  T.wait_until(function() return #read_records(out) >= 10 end, 20)
   sluice.sleep(0.2)  -- the middle of the second wave
   os.execute("kill -9 " .. pid)
   p:close()
@@ -436,8 +435,7 @@ T.case("Ctrl-C: in-flight requests cancelled upstream, what finished is in the f
   local args = ("-i %q -o %q --base-url %q -c 5"):format(inp, out, BASE)
   local p = assert(io.popen(("echo $$; exec %q batch %s 2>&1"):format(SLUICE, args)))
   local pid = p:read("l")
-  local deadline = sluice.now() + 20
-  while #read_records(out) < 5 and sluice.now() < deadline do sluice.sleep(0.01) end
+  T.wait_until(function() return #read_records(out) >= 5 end, 20)
   os.execute("kill -INT " .. pid)
   local text = p:read("a")
   local _, _, code = p:close()

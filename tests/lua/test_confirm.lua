@@ -46,12 +46,7 @@ end
 -- server_stopped_at once it is there (the confirmation runs in its own
 -- task), or nil after `timeout` seconds.
 local function confirmed(chat, timeout)
-  local deadline = sluice.now() + (timeout or 3)
-  repeat
-    local at = chat:metrics().server_stopped_at
-    if at then return at end
-    sluice.sleep(0.01)
-  until sluice.now() > deadline
+  return T.wait_until(function() return chat:metrics().server_stopped_at end, timeout or 3)
 end
 
 local function get(url)

@@ -205,9 +205,8 @@ sluice.sleep(100)
     return sluice.exec { "sh", "-c", ('echo $$ > %q/pid; exec %q --trace %q %q/child.lua %q')
                          :format(dir, BIN, trace, dir, T.url) }
   end)
-  local deadline = sluice.now() + 10
   local function size() local t = procs.read(trace); return t and #t or 0 end
-  while size() < 200000 and sluice.now() < deadline do sluice.sleep(0.02) end
+  T.wait_until(function() return size() >= 200000 end, 10, 0.02)
   T.ok(size() >= 200000, "the trace grew")
   local pid = assert(tonumber(procs.read(dir .. "/pid")), "pid")
   os.execute("kill -9 " .. pid)

@@ -110,14 +110,24 @@ function T.record(id)
 end
 
 -- Polls /stats until pred(record) holds (at most `timeout` seconds).
-function T.wait_record(id, pred, timeout)
-  local deadline = sluice.now() + (timeout or 3)
-  local rec
+-- The first truthy value of pred(), polled every step seconds (0.01) for at
+-- most timeout seconds; nil if it never came.
+function T.wait_until(pred, timeout, step)
+  local deadline = sluice.now() + timeout
   repeat
-    rec = T.record(id)
-    if rec and (not pred or pred(rec)) then return rec end
-    sluice.sleep(0.01)
+    local v = pred()
+    if v then return v end
+    sluice.sleep(step or 0.01)
   until sluice.now() > deadline
+end
+
+function T.wait_record(id, pred, timeout)
+  local rec
+  local found = T.wait_until(function()
+    rec = T.record(id)
+    return rec and (not pred or pred(rec)) and rec
+  end, timeout or 3)
+  if found then return found end
   fail(("request %s: condition not reached; last record: %s"):format(
     id, rec and cjson.encode(rec) or "none"), 2)
 end

@@ -63,7 +63,7 @@ local function data(m, opts)
   return {
     kind = m.kind, source = m.source, span = us(m.t1 - m.t0), outer = us(m.t1_ghost - m.t0),
     relative = m.relative or false,
-    threshold = opts.rows or 200, streams = streams, colours = style.colours, marks = style.marks,
+    threshold = opts.rows or 200, streams = streams, colours = style.colours, marks = style.marks, paths = style.MARK_D,
     row = style.ROW, label = style.LABEL,
   }
 end
@@ -111,7 +111,7 @@ local JS = [==[
 (function () {
 'use strict';
 var D = JSON.parse(document.getElementById('data').textContent);
-var S = Array.isArray(D.streams) ? D.streams : [], RH = D.row, LW = D.label, C = D.colours, MK = D.marks;
+var S = Array.isArray(D.streams) ? D.streams : [], RH = D.row, LW = D.label, C = D.colours, MK = D.marks, MD = D.paths;
 var $ = function (id) { return document.getElementById(id); };
 var axis = $('axis'), band = $('band'), rows = $('rows'), scroll = $('scroll'), spacer = $('spacer');
 var tip = $('tip'), sel = $('sel'), chart = $('chart');
@@ -278,11 +278,11 @@ function row(i, y, j) {
     if (t === null || t === undefined || t < v0 || t > v1) return;
     out.push('<path class="mark ' + kind + '" ' + paint + ' d="M' + f1(xOf(t)) + ' ' + path + '"/>');
   }
-  mark('start', s.s, '3v12', 'stroke="' + MK.start + '"');
-  mark('first', s.f, '4l4 5-4 5-4-5z', 'fill="#fff" stroke="' + MK.first + '"');
-  mark('close', s.c, '0v18', 'stroke="' + MK.close + '"');
-  mark('stop', s.p, '9l-4.5-8h9z', 'fill="' + MK.stop + '"');
-  mark('confirm', s.v, '9m-4 0a4 4 0 1 0 8 0a4 4 0 1 0-8 0', 'fill="' + MK.confirm + '" fill-opacity="0.8"');
+  mark('start', s.s, MD.start, 'stroke="' + MK.start + '"');
+  mark('first', s.f, MD.first, 'fill="#fff" stroke="' + MK.first + '"');
+  mark('close', s.c, MD.close, 'stroke="' + MK.close + '"');
+  mark('stop', s.p, MD.stop, 'fill="' + MK.stop + '"');
+  mark('confirm', s.v, MD.confirm, 'fill="' + MK.confirm + '" fill-opacity="0.8"');
   var why = s.o === 'finished' ? '' : s.r || (s.o === 'open' ? 'no end in the input' : '');
   var wx = xOf(s.e) + 8;
   if (why && wx < R - 40 && s.e <= v1) out.push('<text class="why" x="' + f1(wx) + '" y="13" fill="' + c.tick + '">' +
@@ -506,14 +506,7 @@ document.body.setAttribute('data-ready', '1');
 
 -- A small SVG of a mark for the legend.
 local function legend_icon(kind)
-  local paint = {
-    start = ('stroke="%s"'):format(style.marks.start),
-    first = ('fill="#fff" stroke="%s"'):format(style.marks.first),
-    stop = ('fill="%s"'):format(style.marks.stop),
-    close = ('stroke="%s" stroke-width="2.5"'):format(style.marks.close),
-    confirm = ('fill="%s" fill-opacity="0.8"'):format(style.marks.confirm),
-  }
-  return ('<svg width="14" height="18"><path %s d="%s"/></svg>'):format(paint[kind], style.mark_path(kind, 7))
+  return ('<svg width="14" height="18"><path %s d="%s"/></svg>'):format(style.mark_paint[kind], style.mark_path(kind, 7))
 end
 
 local function stat(key, value, text, class)

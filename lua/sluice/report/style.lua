@@ -16,16 +16,19 @@ M.marks = { start = "#555555", first = "#111111", stop = "#6a3d9a", close = "#11
 M.ROW = 18        -- row height
 M.LABEL = 170     -- the label column's width
 
--- Marks as SVG path data around x; the first point is (x, y) with x the
--- mark's time (the page's test reads it back).
-function M.mark_path(kind, x)
-  if kind == "start" then return ("M%.1f 3v12"):format(x)
-  elseif kind == "first" then return ("M%.1f 4l4 5-4 5-4-5z"):format(x)
-  elseif kind == "stop" then return ("M%.1f 9l-4.5-8h9z"):format(x)
-  elseif kind == "close" then return ("M%.1f 0v18"):format(x)
-  elseif kind == "confirm" then return ("M%.1f 9m-4 0a4 4 0 1 0 8 0a4 4 0 1 0-8 0"):format(x)
-  end
-end
+-- Marks as SVG path data after "M<x> ": the first point is (x, y) with x
+-- the mark's time (the page's test reads it back). The page's script draws
+-- with the same data (handed to it as D.paths), and each mark's paint.
+M.MARK_D = { start = "3v12", first = "4l4 5-4 5-4-5z", stop = "9l-4.5-8h9z", close = "0v18",
+             confirm = "9m-4 0a4 4 0 1 0 8 0a4 4 0 1 0-8 0" }
+function M.mark_path(kind, x) return ("M%.1f %s"):format(x, M.MARK_D[kind]) end
+M.mark_paint = {
+  start = ('stroke="%s"'):format(M.marks.start),
+  first = ('fill="#fff" stroke="%s"'):format(M.marks.first),
+  stop = ('fill="%s"'):format(M.marks.stop),
+  close = ('stroke="%s" stroke-width="2.5"'):format(M.marks.close),
+  confirm = ('fill="%s" fill-opacity="0.8"'):format(M.marks.confirm),
+}
 
 -- s cut to at most n characters (UTF-8 aware), "…" at the cut.
 function M.cut(s, n)

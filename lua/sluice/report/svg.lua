@@ -50,10 +50,8 @@ function M.render(m, opts)
   for _, item in ipairs { { "start", "request sent" }, { "first", "first token" }, { "stop", "stop decision" },
                           { "close", "socket closed" }, { "confirm", "server stopped" } } do
     local k = item[1]
-    local paint = k == "first" and 'fill="#fff" stroke="#111"' or
-                  (k == "stop" or k == "confirm") and ('fill="%s"'):format(style.marks[k]) or
-                  ('stroke="%s" stroke-width="%s"'):format(style.marks[k], k == "close" and 2.5 or 1)
-    put(format('<g transform="translate(0,%d)"><path %s d="%s"/><text x="%g" y="13">%s</text></g>', legend_y, paint,
+    put(format('<g transform="translate(0,%d)"><path %s d="%s"/><text x="%g" y="13">%s</text></g>', legend_y,
+               style.mark_paint[k],
                style.mark_path(k, x + 5), x + 14, item[2]))
     x = x + 28 + #item[2] * 7 // 1
   end
@@ -148,16 +146,16 @@ function M.render(m, opts)
         put(format('<rect class="tool" x="%s" y="15" width="%s" height="3" fill="%s"/>', f1(a),
                    f1(math.max(1, b - a)), style.marks.tool))
       end
-      local function mark(kind, at, paint)
+      local function mark(kind, at)
         if at then
-          put(format('<path class="mark %s" %s d="%s"/>', kind, paint, style.mark_path(kind, x_of(at))))
+          put(format('<path class="mark %s" %s d="%s"/>', kind, style.mark_paint[kind], style.mark_path(kind, x_of(at))))
         end
       end
-      mark("start", s.start, ('stroke="%s"'):format(style.marks.start))
-      mark("first", s.first, 'fill="#fff" stroke="#111"')
-      mark("close", s.close, ('stroke="%s" stroke-width="2.5"'):format(style.marks.close))
-      mark("stop", s.stop, ('fill="%s"'):format(style.marks.stop))
-      mark("confirm", s.confirm, ('fill="%s" fill-opacity="0.8"'):format(style.marks.confirm))
+      mark("start", s.start)
+      mark("first", s.first)
+      mark("close", s.close)
+      mark("stop", s.stop)
+      mark("confirm", s.confirm)
       local why = s.outcome ~= "finished" and (s.reason or (s.outcome == "open" and "no end in the input")) or nil
       local wx = x_of(s.ends) + 8
       if why and wx < LW + CW - 40 then

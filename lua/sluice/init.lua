@@ -63,9 +63,7 @@ do
     if type(opts) == "table" and opts.confirm ~= nil then
       local confirm = require "sluice.confirm"
       local why = confirm.kind(opts.confirm)
-      if why then
-        error(("bad argument #1 to 'sluice.stream' (sluice.stream: option 'confirm' %s)"):format(why), 2)
-      end
+      if why then require("sluice.args").raise("sluice.stream", 1, "sluice.stream: option 'confirm' " .. why, 2) end
       local copy = {}
       for k, v in pairs(opts) do
         if k ~= "confirm" then copy[k] = v end
